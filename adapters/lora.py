@@ -1,0 +1,90 @@
+"""LoRA (Hu et al., 2022) and its RM-LoRA variants (R-LoRA, GM-LoRA, RM-LoRA).
+
+    y = W x + (α/R) · B A x,  A random, B = 0, W frozen; target modules from the model config.
+
+R-LoRA adds the orthogonality regularizer (`reg_weight` > 0; adapters/orthogonal.py), GM-LoRA the
+gradient mask (`mask_directions` or `mask_fraction`; adapters/masking.py), RM-LoRA both. They are one
+implementation with different defaults (conf/method/{lora,r_lora,gm_lora,rm_lora}.yaml), so
+`method=lora method.reg_weight=0.1 method.mask_fraction=0.5` trains exactly like `method=rm_lora`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adapters.base import ConfigError, Method, freeze_all_but, match_modules
+from adapters.lowrank import LowRankLinear, inject
+from adapters.masking import MODES, DirectionMask
+from adapters.orthogonal import FORMS, OrthogonalityRegularizer
+
+
+@dataclass
+class Config:
+    name: str = "lora"
+    lr_group: str = "lowrank"
+    rank: int = 8                       # R: capacity and # params grow linearly with it
+    alpha: float = 16.0                 # scaling α/R
+    dropout: float = 0.0                # dropout on the adapter's input
+    init: str = "kaiming"               # kaiming (PEFT) | gaussian (N(0, init_std²), RM-LoRA code)
+    init_std: float = 0.02
+    reg_weight: float = 0.0             # λ of the orthogonality regularizer; 0: off
+    reg_form: str = "paper"             # paper (Eq. 10, squared, summed) | reference (code: non-squared, mean)
+    mask_directions: int | None = None  # r̂ kept directions per step; null: from mask_fraction
+    mask_fraction: float | None = None  # r̂ = max(1, round(fraction·R)); both null: no masking
+    mask_shared: bool = True            # B's kept columns = A's kept rows (v1) | independent (v2)
+    mask_mode: str = "grad"             # grad | strict (masked rows/cols provably unchanged)
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ConfigError(f"method.rank must be >= 1, got {self.rank}")
+        if self.reg_weight < 0:
+            raise ConfigError(f"method.reg_weight must be >= 0, got {self.reg_weight}")
+        if self.reg_form not in FORMS:
+            raise ConfigError(f"unknown method.reg_form {self.reg_form!r}; valid: {', '.join(FORMS)}")
+        if self.mask_mode not in MODES:
+            raise ConfigError(f"unknown method.mask_mode {self.mask_mode!r}; valid: {', '.join(MODES)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"method.dropout must be in [0, 1), got {self.dropout}")
+        if self.mask_fraction is not None and not 0.0 < self.mask_fraction <= 1.0:
+            raise ConfigError(f"method.mask_fraction must be in (0, 1], got {self.mask_fraction}")
+        r_hat = self.directions
+        if r_hat is not None and not 1 <= r_hat <= self.rank:
+            raise ConfigError(
+                f"method.mask_directions must be in [1, R={self.rank}], got {r_hat}; "
+                f"set it in that range or null to disable masking"
+            )
+
+    @property
+    def directions(self) -> int | None:
+        """r̂, or None when masking is off."""
+        if self.mask_directions is not None:
+            return self.mask_directions
+        if self.mask_fraction is not None:
+            return max(1, round(self.mask_fraction * self.rank))
+        return None
+
+
+def apply(model: nn.Module, cfg: Config, targets: list[str], heads: list[str],
+          generator: torch.Generator) -> Method:
+    """Wraps every module matching `targets`, freezes the rest but `heads`, attaches reg / mask."""
+    head_names = freeze_all_but(model, match_modules(model, heads, "head"))
+    found = match_modules(model, targets, "target")
+
+    def make(name, module):
+        return LowRankLinear(module, cfg.rank, cfg.alpha, cfg.dropout, cfg.init, cfg.init_std, name=name)
+
+    lowrank = inject(model, found, make)
+    method = Method(
+        name=cfg.name, model=model, lowrank=lowrank, head=head_names,
+        inference_params=sum(m.lora_A.numel() + m.lora_B.numel() for m in lowrank.values()),
+        params_convention="trainable/inference include the task head (model.head_modules); "
+                          "method_* exclude it; inference = factors A, B kept unmerged",
+    )
+    if cfg.reg_weight > 0:
+        method.loss_terms.append(OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form))
+    if cfg.directions is not None:
+        method.hooks.append(DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode))
+    return method

@@ -1,0 +1,31 @@
+"""The frozen random ReLU network of the synthetic task: f(x) = W_L σ(… σ(W_1 x)), no biases."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FNN(nn.Module):
+    def __init__(self, width: int, depth: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
+        with torch.no_grad():
+            for layer in self.layers:  # He init keeps activations O(1) through the ReLUs
+                layer.weight.copy_(torch.randn(width, width, generator=generator) * (2.0 / width) ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def build_tokenizer(cfg, texts):
+    return None
+
+
+def build_model(cfg, head, tokenizer) -> nn.Module:
+    return FNN(cfg.width, cfg.depth, torch.Generator().manual_seed(cfg.init_seed))

@@ -1,0 +1,1 @@
+"""The runner: config → model → method → task → loop → record. Names no method or task."""

@@ -1,0 +1,183 @@
+"""GLUE (Wang et al., 2019): nine sentence(-pair) tasks, classification or regression (STS-B).
+
+Data: `datasets.load_dataset("glue", subset)` by default; with `task.data_dir` the original GLUE
+TSV files (as written by `download_glue_data.py`) are read instead: `train.tsv`, `dev.tsv`
+(MNLI: `dev_matched.tsv`, `dev_mismatched.tsv`). Splits use the Hub's names (train, validation,
+validation_matched, validation_mismatched) and accept slices: `validation[:256]`.
+Labels follow the Hub's `glue` encoding. Metrics: tasks/metrics/glue.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adapters.base import ConfigError
+from tasks.base import DataError, Task, TaskData
+from tasks.metrics.glue import MAIN_METRIC, TASKS, glue_metrics
+
+csv.field_size_limit(sys.maxsize)
+
+NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
+NLI2 = {"entailment": 0, "not_entailment": 1}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Where a task's fields live: Hub column names, TSV columns (header names, or indices for
+    header-less CoLA) and the TSV label encoding (None: the label is already the Hub's int / float)."""
+
+    hub: tuple[str, ...]                  # text columns on the Hub
+    tsv: tuple[str | int, ...]            # text columns in the TSV
+    tsv_label: str | int
+    label_map: dict | None = None
+    num_labels: int = 2
+    header: bool = True
+    dev_files: dict = field(default_factory=lambda: {"validation": "dev.tsv"})
+
+
+SPECS = {
+    "cola": Spec(("sentence",), (3,), 1, header=False),
+    "sst2": Spec(("sentence",), ("sentence",), "label"),
+    "mrpc": Spec(("sentence1", "sentence2"), ("#1 String", "#2 String"), "Quality"),
+    "stsb": Spec(("sentence1", "sentence2"), ("sentence1", "sentence2"), "score", num_labels=1),
+    "qqp": Spec(("question1", "question2"), ("question1", "question2"), "is_duplicate"),
+    "mnli": Spec(("premise", "hypothesis"), ("sentence1", "sentence2"), "gold_label", NLI3, 3,
+                 dev_files={"validation_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"}),
+    "qnli": Spec(("question", "sentence"), ("question", "sentence"), "label", NLI2),
+    "rte": Spec(("sentence1", "sentence2"), ("sentence1", "sentence2"), "label", NLI2),
+    "wnli": Spec(("sentence1", "sentence2"), ("sentence1", "sentence2"), "label"),
+}
+TSV_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
+            "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
+
+
+@dataclass
+class Config:
+    name: str = "glue"
+    subset: str = "cola"
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_length: int = 128
+
+    def __post_init__(self):
+        if self.subset not in SPECS:
+            raise ConfigError(f"unknown GLUE subset {self.subset!r}; valid: {', '.join(TASKS)}")
+        for split in [self.train_split, *self.eval_splits]:
+            if not SPLIT.match(split):
+                raise ConfigError(f"bad split {split!r}; use a name with an optional slice, e.g. validation[:256]")
+
+
+def parse_split(split: str) -> tuple[str, slice]:
+    name, lo, hi = SPLIT.match(split).groups()
+    return name, slice(int(lo) if lo else None, int(hi) if hi else None)
+
+
+def tsv_path(data_dir: str, subset: str, split: str) -> Path:
+    spec = SPECS[subset]
+    files = {"train": "train.tsv", "test": "test.tsv", **spec.dev_files}
+    if split not in files:
+        raise ConfigError(f"GLUE {subset} has no split {split!r}; valid: {', '.join(files)}")
+    return Path(data_dir) / TSV_DIRS[subset] / files[split]
+
+
+def read_tsv(path: Path, subset: str) -> list[dict]:
+    """Rows of an original GLUE TSV as {"text": (a[, b]), "label": int | float}."""
+    spec = SPECS[subset]
+    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC files start with a BOM
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if spec.header:
+        header, rows = rows[0], rows[1:]
+        missing = [c for c in (*spec.tsv, spec.tsv_label) if c not in header]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r}; is this the {subset} {path.name} of the original GLUE release?")
+        cols = [header.index(c) for c in spec.tsv]
+        label_col = header.index(spec.tsv_label)
+    else:
+        cols, label_col = list(spec.tsv), spec.tsv_label
+    out = []
+    for i, row in enumerate(rows, start=2 if spec.header else 1):
+        if len(row) <= max(*cols, label_col):
+            raise DataError(f"{path}:{i}: expected at least {max(*cols, label_col) + 1} tab-separated fields, got {len(row)}")
+        raw = row[label_col]
+        label = spec.label_map[raw] if spec.label_map else (float(raw) if spec.num_labels == 1 else int(raw))
+        out.append({"text": tuple(row[c] for c in cols), "label": label})
+    return out
+
+
+def load_split(cfg: Config, split: str) -> list[dict]:
+    name, part = parse_split(split)
+    if cfg.data_dir:
+        path = tsv_path(cfg.data_dir, cfg.subset, name)
+        if not path.is_file():
+            raise DataError(f"missing GLUE file {path}; set task.data_dir to the folder holding {TSV_DIRS[cfg.subset]}/ "
+                            f"or task.data_dir=null to use datasets.load_dataset")
+        return read_tsv(path, cfg.subset)[part]
+    import datasets  # the Hub path; heavy import, only when used
+
+    try:
+        ds = datasets.load_dataset("glue", cfg.subset, split=split)
+    except Exception as e:  # offline machines land here
+        raise DataError(f"could not load glue/{cfg.subset} {split} from the Hub ({type(e).__name__}); "
+                        f"set task.data_dir to a folder of GLUE TSVs") from e
+    spec = SPECS[cfg.subset]
+    return [{"text": tuple(r[c] for c in spec.hub), "label": r["label"]} for r in ds]
+
+
+class Glue(Task):
+    name, higher_is_better = "glue", True
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.spec = SPECS[cfg.subset]
+        self.main_metric = MAIN_METRIC[cfg.subset]
+        # load now: a missing file fails before any model is built
+        self.raw = {"train": self._take(load_split(cfg, cfg.train_split), cfg.max_train_samples)}
+        for split in cfg.eval_splits:
+            self.raw[split] = self._take(load_split(cfg, split), cfg.max_eval_samples)
+
+    @staticmethod
+    def _take(rows, n):
+        return rows if n is None else rows[:n]
+
+    @property
+    def head(self) -> dict:
+        regression = self.spec.num_labels == 1
+        return {"type": "sequence_classification", "num_labels": self.spec.num_labels,
+                "problem_type": "regression" if regression else "single_label_classification"}
+
+    def texts(self):
+        return (t for row in self.raw["train"] for t in row["text"])
+
+    def build(self, model: nn.Module, tokenizer) -> TaskData:
+        from transformers import DataCollatorWithPadding
+
+        def encode(rows):
+            columns = list(zip(*(r["text"] for r in rows)))
+            enc = tokenizer(*columns, truncation=True, max_length=self.cfg.max_length)
+            return [{**{k: v[i] for k, v in enc.items()}, "labels": r["label"]} for i, r in enumerate(rows)]
+
+        evals = {split: encode(rows) for split, rows in self.raw.items() if split != "train"}
+        return TaskData(encode(self.raw["train"]), evals, DataCollatorWithPadding(tokenizer))
+
+    def forward(self, model, batch):
+        out = model(**batch)
+        logits = out.logits.detach()
+        preds = logits.squeeze(-1) if self.spec.num_labels == 1 else logits.argmax(-1)
+        return out.loss, preds, batch["labels"]
+
+    def metrics(self, preds, labels):
+        return glue_metrics(self.cfg.subset, preds.numpy(), labels.numpy())
+
+
+TASK = Glue
