@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from adapters.base import ConfigError
@@ -36,19 +37,31 @@ def _check_local(src: str, what: str) -> None:
 
 
 def train_wordpiece(texts, vocab_size: int):
-    """A lower-cased BERT-style WordPiece tokenizer trained on `texts` (deterministic, offline)."""
-    from tokenizers import BertWordPieceTokenizer, processors
+    """A lower-cased BERT-style WordPiece tokenizer built from `texts`, deterministically.
+
+    Vocabulary: special tokens, every character (word-initial and `##` continuation), then the most
+    frequent whole words (ties by spelling) up to `vocab_size`; other words split into characters.
+    (The `tokenizers` WordPiece trainer orders ties by hash, so its vocabulary changes between
+    processes; this one does not.)
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=special,
-                            show_progress=False)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok._tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for text in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    tokens = special + chars + [f"##{c}" for c in chars]
+    tokens += words[: max(vocab_size - len(tokens), 0)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
@@ -66,8 +79,8 @@ def build_tokenizer(cfg, texts):
         if not file.is_file():  # e.g. offline and not cached
             raise ConfigError(f"could not load tokenizer {src!r} ({type(e).__name__}); set model.tokenizer to a local dir") from e
         tok = PreTrainedTokenizerFast(tokenizer_file=str(file))  # bare tokenizer.json (GPT-2 BPE files)
-        if "<|endoftext|>" in tok.get_vocab():
-            tok.eos_token = "<|endoftext|>"
+    if tok.eos_token is None and "<|endoftext|>" in tok.get_vocab():  # bare GPT-2 BPE files carry no config
+        tok.eos_token = "<|endoftext|>"
     if tok.pad_token is None:  # GPT-2 has none; padding is masked anyway
         tok.pad_token = tok.eos_token
     return tok
@@ -81,7 +94,7 @@ def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
     extra = {k: v for k, v in head.items()}
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         extra["pad_token_id"] = tokenizer.pad_token_id
-    overrides = dict(cfg.get("config") or {})
+    overrides = OmegaConf.to_container(cfg.config, resolve=True) if cfg.get("config") else {}
     with torch.random.fork_rng(devices=[]):  # the new head's init depends on model.init_seed only
         torch.manual_seed(cfg.init_seed)
         if cfg.random_init:

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real conf/ composed with test overrides, results in a tmp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from runners.config import CONF, ROOT, register_resolvers
+
+SHARED = ROOT.parent / "shared" / "data"
+GLUE_DIR = SHARED / "glue"
+
+register_resolvers()
+
+
+def make_cfg(*overrides: str, results_dir: Path | None = None):
+    """Composes conf/config.yaml like `python run.py OVERRIDES` does."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        extra = [f"paths.results_dir={results_dir}"] if results_dir else []
+        return compose("config", overrides=[*overrides, *extra])
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    return lambda *o: make_cfg(*o, results_dir=tmp_path / "results")
+
+
+@pytest.fixture(scope="session")
+def glue_dir():
+    if not GLUE_DIR.is_dir():
+        pytest.fail(f"shared GLUE data not found at {GLUE_DIR}: clone the repo beside ../shared")
+    return GLUE_DIR

@@ -1,0 +1,181 @@
+"""End to end: records, determinism, skipping, equivalences, bad input, the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from adapters.base import ConfigError
+from runners.config import ROOT, check_overrides
+from runners.train import run
+from tasks.base import DataError
+
+FAST_FNN = ("task.n_train=512", "task.n_test=256", "train.epochs=4")
+METHODS = ["ft", "lora", "r_lora", "gm_lora", "rm_lora"]
+
+
+def check_record(rec: dict, low_rank: bool) -> None:
+    for key in ("run_id", "group_id", "status", "config", "model", "task", "method", "seed", "metrics",
+                "params", "timing", "env", "weights"):
+        assert key in rec, key
+    assert rec["status"] == "success"
+    m = rec["metrics"]
+    assert set(m["best"]) >= {"epoch", "score", "eval"} and m["final"] == m["history"][-1]["eval"]
+    for entry in m["history"]:
+        assert set(entry) >= {"epoch", "train_loss", "train", "eval"}
+        assert all("loss" in split for split in entry["eval"].values())
+    assert set(rec["params"]) >= {"trainable", "inference", "total", "convention"}
+    assert set(rec["timing"]) >= {"wall_s", "samples_per_s", "peak_mem_mb"}
+    assert set(rec["env"]) >= {"git_sha", "git_dirty", "packages", "device"}
+    assert ("diagnostics" in rec) == low_rank
+    if low_rank:
+        d = rec["diagnostics"]
+        assert set(d) >= {"mean_rank", "mean_orth_loss", "modules"}
+        assert all(set(v) >= {"rank", "orth_loss", "rank_rtol"} for v in d["modules"].values())
+    saved = load_file(rec["weights"])
+    assert any("lora_" in k for k in saved) == low_rank and not any(".base." in k for k in saved)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_on_synthetic_fnn(method, cfg_factory):
+    rec = run(cfg_factory(f"method={method}", *FAST_FNN))
+    check_record(rec, low_rank=method != "ft")
+    history = rec["metrics"]["history"]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    written = json.loads(open(rec["record_path"]).read())
+    assert written["run_id"] == rec["run_id"] and written["metrics"] == rec["metrics"]
+
+
+def test_same_seed_same_metrics_rerun_skips_force_reruns(cfg_factory, capsys):
+    first = run(cfg_factory("method=rm_lora", *FAST_FNN))
+    skipped = run(cfg_factory("method=rm_lora", *FAST_FNN))
+    assert "skip" in capsys.readouterr().out and skipped["started_at"] == first["started_at"]
+    again = run(cfg_factory("method=rm_lora", "force=true", *FAST_FNN))
+    assert again["metrics"] == first["metrics"] and again["diagnostics"] == first["diagnostics"]
+    other_seed = run(cfg_factory("method=rm_lora", "seed=1", *FAST_FNN))
+    assert other_seed["group_id"] == first["group_id"] and other_seed["run_id"] != first["run_id"]
+    assert other_seed["metrics"]["final"] != first["metrics"]["final"]
+
+
+def test_lora_with_reg_and_mask_equals_rm_lora(cfg_factory):
+    rm = run(cfg_factory("method=rm_lora", *FAST_FNN))
+    lora = run(cfg_factory("method=lora", "method.reg_weight=0.1", "method.mask_directions=4", *FAST_FNN))
+    assert lora["metrics"]["history"] == rm["metrics"]["history"]
+    assert lora["diagnostics"] == rm["diagnostics"]
+
+
+def test_rm_lora_raises_rank_and_orthogonality_over_lora(cfg_factory):
+    """The paper's claim on its own synthetic setting: higher rank(ΔW), lower ‖ΔWΔWᵀ − I‖²_F."""
+    lora = run(cfg_factory("method=lora", *FAST_FNN))["diagnostics"]
+    rm = run(cfg_factory("method=rm_lora", *FAST_FNN))["diagnostics"]
+    assert rm["mean_orth_loss"] < lora["mean_orth_loss"]
+    assert rm["mean_rank"] >= lora["mean_rank"]
+
+
+def test_failed_run_writes_a_failed_record(cfg_factory, tmp_path):
+    with pytest.raises(ConfigError, match="rank 33 exceeds"):
+        run(cfg_factory("method=lora", "method.rank=33", *FAST_FNN))
+    records = list((tmp_path / "results" / "runs").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize(("overrides", "error", "message"), [
+    (("method.rank=0",), ConfigError, "method.rank must be >= 1"),
+    (("method.mask_directions=9",), ConfigError, r"mask_directions must be in \[1, R=8\]"),
+    (("method.reg_weight=-1",), ConfigError, "reg_weight must be >= 0"),
+    (("model.target_modules=[nothing]",), ConfigError, "target pattern 'nothing' matches no module"),
+    (("task=glue/rte", "model=tiny_deberta", "task.data_dir=/nonexistent"), DataError, "missing GLUE file /nonexistent/RTE"),
+    (("method.name=nope",), ConfigError, "unknown method 'nope'; valid: ft, gm_lora, lora"),
+])
+def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory, capsys):
+    with pytest.raises(error, match=message):
+        run(cfg_factory(*overrides))
+    assert "epoch" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("arg", "message"), [
+    ("method=nope", "unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"),
+    ("task=glue/nope", "unknown task 'glue/nope'; valid: glue/cola"),
+    ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
+    ("method=lora,nope", "unknown method 'nope'"),
+])
+def test_unknown_group_options_list_valid_names(arg, message):
+    with pytest.raises(ConfigError, match=message):
+        check_overrides([arg])
+
+
+def test_command_line_error_is_one_line():
+    out = subprocess.run([sys.executable, "run.py", "method=nope"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error: unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"]
+
+
+# --- slow: real commands and tiny transformers on real GLUE data ---------------------------------
+
+@pytest.mark.slow
+def test_default_command_runs_under_a_minute(tmp_path):
+    tic = time.perf_counter()
+    out = subprocess.run([sys.executable, "run.py", f"paths.results_dir={tmp_path}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - tic
+    assert out.returncode == 0, out.stderr
+    assert "rm_lora on synthetic_fnn (fnn), seed 0" in out.stdout and "mean rank" in out.stdout
+    (record,) = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(record.read_text())
+    check_record(rec, low_rank=True)
+    assert rec["metrics"]["history"][-1]["train_loss"] < 0.5 * rec["metrics"]["history"][0]["train_loss"]
+    assert wall < 60, f"python run.py took {wall:.1f} s"
+
+
+@pytest.mark.slow
+def test_multirun_seed_sweep(tmp_path):
+    out = subprocess.run([sys.executable, "run.py", "-m", "seed=1,2", "method=lora", *FAST_FNN,
+                          f"paths.results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert sorted(r["seed"] for r in recs) == [1, 2] and len({r["group_id"] for r in recs}) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model", ["tiny_deberta", "tiny_gpt2"])
+def test_every_method_on_a_tiny_transformer_with_real_glue(method, model, cfg_factory, glue_dir):
+    # a tiny random model can only fit a small SST-2 slice: the training loss must fall on it
+    overrides = [f"model={model}", "task=glue/sst2", f"method={method}", f"task.data_dir={glue_dir}",
+                 "task.max_train_samples=256", "task.max_eval_samples=128", "task.max_length=48",
+                 "train.epochs=8", "train.batch_size=16", "train.lr=1e-2"]
+    rec = run(cfg_factory(*overrides, *(["method.rank=4"] if method != "ft" else [])))
+    check_record(rec, low_rank=method != "ft")
+    history = rec["metrics"]["history"]
+    assert history[-1]["train_loss"] < 0.99 * history[0]["train_loss"]
+    assert set(history[-1]["eval"]["validation"]) == {"loss", "acc"}
+
+
+@pytest.mark.slow
+def test_stsb_regression_and_mnli_style_two_eval_splits(cfg_factory, glue_dir):
+    rec = run(cfg_factory("model=tiny_deberta", "task=glue/stsb", "method=lora", f"task.data_dir={glue_dir}",
+                          "task.max_train_samples=256", "task.max_eval_samples=128", "train.epochs=1",
+                          'task.eval_splits=[validation,"validation[128:256]"]'))
+    assert set(rec["metrics"]["final"]) == {"validation", "validation[128:256]"}
+    assert set(rec["metrics"]["final"]["validation"]) == {"loss", "pearson", "spearman"}
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_across_processes(tmp_path, glue_dir):
+    """Two fresh processes (the tokenizer is built from data at start-up) give identical records."""
+    args = ["model=tiny_deberta", "task=glue/rte", "method=rm_lora", f"task.data_dir={glue_dir}",
+            "task.max_train_samples=64", "task.max_eval_samples=32", "train.epochs=1", "force=true",
+            f"paths.results_dir={tmp_path}"]
+    metrics = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        (record,) = (tmp_path / "runs").glob("*.json")
+        metrics.append(json.loads(record.read_text())["metrics"])
+    assert metrics[0] == metrics[1]
