@@ -9,7 +9,7 @@ from adapters import ft, lora
 METHODS = {
     "ft": ft,
     "lora": lora,
-    "r_lora": lora,   # lora + orthogonality regularizer (conf/method/r_lora.yaml)
+    "r_lora": lora,  # lora + orthogonality regularizer (conf/method/r_lora.yaml)
     "gm_lora": lora,  # lora + gradient mask
     "rm_lora": lora,  # lora + both
 }

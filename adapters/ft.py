@@ -16,12 +16,21 @@ class Config:
     lr_group: str = "ft"
 
 
-def apply(model: nn.Module, cfg: Config, targets: list[str], heads: list[str],
-          generator: torch.Generator) -> Method:
+def apply(
+    model: nn.Module, cfg: Config, targets: list[str], heads: list[str], generator: torch.Generator
+) -> Method:
     for p in model.parameters():
         p.requires_grad_(True)
-    head_names = [n for n, _ in model.named_parameters()
-                  if any(n.startswith(h + ".") for h in match_modules(model, heads, "head"))]
+    head_names = [
+        n
+        for n, _ in model.named_parameters()
+        if any(n.startswith(h + ".") for h in match_modules(model, heads, "head"))
+    ]
     body = sum(p.numel() for n, p in model.named_parameters() if n not in set(head_names))
-    return Method(name=cfg.name, model=model, head=head_names, inference_params=body,
-                  params_convention="every parameter trains and is kept; head = model.head_modules")
+    return Method(
+        name=cfg.name,
+        model=model,
+        head=head_names,
+        inference_params=body,
+        params_convention="every parameter trains and is kept; head = model.head_modules",
+    )

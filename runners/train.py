@@ -79,15 +79,32 @@ def run(cfg: DictConfig) -> dict:
         print(f"skip {run_id}: a successful record exists at {path} (force=true reruns)")
         return old
 
-    record = {"run_id": run_id, "group_id": group_id, "status": "running", "config": resolved,
-              "model": cfg.model.name, "task": task_cfg.name if not hasattr(task_cfg, "subset") else f"{task_cfg.name}/{task_cfg.subset}",
-              "method": method_cfg.name, "seed": cfg.seed,
-              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "run_id": run_id,
+        "group_id": group_id,
+        "status": "running",
+        "config": resolved,
+        "model": cfg.model.name,
+        "task": task_cfg.name if not hasattr(task_cfg, "subset") else f"{task_cfg.name}/{task_cfg.subset}",
+        "method": method_cfg.name,
+        "seed": cfg.seed,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     device = _device(cfg.device)
     record["env"] = environment(device)
     start = time.perf_counter()
     try:
-        _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, device, runs / f"{run_id}.safetensors")
+        _train(
+            cfg,
+            record,
+            method_mod,
+            method_cfg,
+            task_mod,
+            task_cfg,
+            builder,
+            device,
+            runs / f"{run_id}.safetensors",
+        )
         record["status"] = "success"
     except BaseException as e:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
@@ -106,17 +123,31 @@ def _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, dev
     tokenizer = builder.build_tokenizer(cfg.model, task.texts())
     model = builder.build_model(cfg.model, task.head, tokenizer)
     data = task.build(model, tokenizer)  # from the frozen base model (the synthetic target needs it)
-    method = method_mod.apply(model, method_cfg, list(cfg.model.target_modules), list(cfg.model.head_modules),
-                              torch.Generator().manual_seed(cfg.seed))  # the masks' own stream
+    method = method_mod.apply(
+        model,
+        method_cfg,
+        list(cfg.model.target_modules),
+        list(cfg.model.head_modules),
+        torch.Generator().manual_seed(cfg.seed),
+    )  # the masks' own stream
     record["params"] = method.param_counts()
     record["task_version"] = task.version
 
     bf16 = device.type == "cuda" and (t.bf16 == "auto" or t.bf16 is True)
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if bf16 else "no")
+    record["env"]["precision"] = "bf16 autocast" if bf16 else "fp32"
     collate = data.collate or default_collate
-    loader = DataLoader(data.train, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(cfg.seed), num_workers=t.num_workers)
-    evals = {k: DataLoader(v, batch_size=t.eval_batch_size, collate_fn=collate) for k, v in data.evals.items()}
+    loader = DataLoader(
+        data.train,
+        batch_size=t.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=t.num_workers,
+    )
+    evals = {
+        k: DataLoader(v, batch_size=t.eval_batch_size, collate_fn=collate) for k, v in data.evals.items()
+    }
     steps_per_epoch = math.ceil(len(loader) / t.grad_accum)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -162,24 +193,37 @@ def _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, dev
                     break
         train_time += time.perf_counter() - tic
         seen += n
-        entry = {"epoch": epoch, "step": step, "train_loss": loss_sum / n, "train_reg": reg_sum / n,
-                 "train": task.metrics(torch.cat(preds), torch.cat(labels)),
-                 "eval": {k: task.evaluate(model, v, to_device, acc.autocast) for k, v in evals.items()}}
+        entry = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss_sum / n,
+            "train_reg": reg_sum / n,
+            "train": task.metrics(torch.cat(preds), torch.cat(labels)),
+            "eval": {k: task.evaluate(model, v, to_device, acc.autocast) for k, v in evals.items()},
+        }
         history.append(entry)
         score = entry["eval"][first_eval][task.main_metric]
         if best is None or sign * score > sign * best["score"]:
             best = {"epoch": epoch, "score": score, "eval": entry["eval"]}
-        print(f"epoch {epoch}/{epochs} step {step}: train loss {entry['train_loss']:.4f} | "
-              f"{first_eval} {task.main_metric} {score:.4f}")
+        print(
+            f"epoch {epoch}/{epochs} step {step}: train loss {entry['train_loss']:.4f} | "
+            f"{first_eval} {task.main_metric} {score:.4f}"
+        )
 
     record["metrics"] = {
-        "main_metric": task.main_metric, "higher_is_better": task.higher_is_better, "selection_split": first_eval,
-        "final": history[-1]["eval"], "best": best, "history": history,
+        "main_metric": task.main_metric,
+        "higher_is_better": task.higher_is_better,
+        "selection_split": first_eval,
+        "final": history[-1]["eval"],
+        "best": best,
+        "history": history,
     }
     if method.lowrank:
         record["diagnostics"] = lowrank_diagnostics(method.lowrank, cfg.diagnostics.rank_rtol)
     record["timing"] = {
-        "train_s": train_time, "steps": step, "samples_per_s": seen / train_time if train_time else None,
+        "train_s": train_time,
+        "steps": step,
+        "samples_per_s": seen / train_time if train_time else None,
         **_peak_memory(device),
     }
     state = method.trained_state_dict()
@@ -189,8 +233,14 @@ def _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, dev
 
 def _peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
-        return {"peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20, "peak_mem_kind": "cuda_allocated"}
-    return {"peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_mem_kind": "process_max_rss"}
+        return {
+            "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+            "peak_mem_kind": "cuda_allocated",
+        }
+    return {
+        "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mem_kind": "process_max_rss",
+    }
 
 
 def summary(record: dict) -> str:

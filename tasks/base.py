@@ -30,7 +30,7 @@ class DataError(ValueError):
 @dataclass
 class TaskData:
     train: list
-    evals: dict[str, list]            # split name -> examples; the first selects the best epoch
+    evals: dict[str, list]  # split name -> examples; the first selects the best epoch
     collate: Callable | None = None
 
 
@@ -38,7 +38,7 @@ class Task:
     name: str = ""
     main_metric: str = ""
     higher_is_better: bool = True
-    version: int = 1                  # bump on any change that moves numbers
+    version: int = 1  # bump on any change that moves numbers
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -32,8 +32,8 @@ class Spec:
     """Where a task's fields live: Hub column names, TSV columns (header names, or indices for
     header-less CoLA) and the TSV label encoding (None: the label is already the Hub's int / float)."""
 
-    hub: tuple[str, ...]                  # text columns on the Hub
-    tsv: tuple[str | int, ...]            # text columns in the TSV
+    hub: tuple[str, ...]  # text columns on the Hub
+    tsv: tuple[str | int, ...]  # text columns in the TSV
     tsv_label: str | int
     label_map: dict | None = None
     num_labels: int = 2
@@ -47,14 +47,29 @@ SPECS = {
     "mrpc": Spec(("sentence1", "sentence2"), ("#1 String", "#2 String"), "Quality"),
     "stsb": Spec(("sentence1", "sentence2"), ("sentence1", "sentence2"), "score", num_labels=1),
     "qqp": Spec(("question1", "question2"), ("question1", "question2"), "is_duplicate"),
-    "mnli": Spec(("premise", "hypothesis"), ("sentence1", "sentence2"), "gold_label", NLI3, 3,
-                 dev_files={"validation_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"}),
+    "mnli": Spec(
+        ("premise", "hypothesis"),
+        ("sentence1", "sentence2"),
+        "gold_label",
+        NLI3,
+        3,
+        dev_files={"validation_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"},
+    ),
     "qnli": Spec(("question", "sentence"), ("question", "sentence"), "label", NLI2),
     "rte": Spec(("sentence1", "sentence2"), ("sentence1", "sentence2"), "label", NLI2),
     "wnli": Spec(("sentence1", "sentence2"), ("sentence1", "sentence2"), "label"),
 }
-TSV_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
-            "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+TSV_DIRS = {
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
+    "wnli": "WNLI",
+}
 SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
 
 
@@ -74,7 +89,9 @@ class Config:
             raise ConfigError(f"unknown GLUE subset {self.subset!r}; valid: {', '.join(TASKS)}")
         for split in [self.train_split, *self.eval_splits]:
             if not SPLIT.match(split):
-                raise ConfigError(f"bad split {split!r}; use a name with an optional slice, e.g. validation[:256]")
+                raise ConfigError(
+                    f"bad split {split!r}; use a name with an optional slice, e.g. validation[:256]"
+                )
 
 
 def parse_split(split: str) -> tuple[str, slice]:
@@ -99,7 +116,9 @@ def read_tsv(path: Path, subset: str) -> list[dict]:
         header, rows = rows[0], rows[1:]
         missing = [c for c in (*spec.tsv, spec.tsv_label) if c not in header]
         if missing:
-            raise DataError(f"{path}: no column {missing[0]!r}; is this the {subset} {path.name} of the original GLUE release?")
+            raise DataError(
+                f"{path}: no column {missing[0]!r}; is this the {subset} {path.name} of the original GLUE release?"
+            )
         cols = [header.index(c) for c in spec.tsv]
         label_col = header.index(spec.tsv_label)
     else:
@@ -107,7 +126,9 @@ def read_tsv(path: Path, subset: str) -> list[dict]:
     out = []
     for i, row in enumerate(rows, start=2 if spec.header else 1):
         if len(row) <= max(*cols, label_col):
-            raise DataError(f"{path}:{i}: expected at least {max(*cols, label_col) + 1} tab-separated fields, got {len(row)}")
+            raise DataError(
+                f"{path}:{i}: expected at least {max(*cols, label_col) + 1} tab-separated fields, got {len(row)}"
+            )
         raw = row[label_col]
         label = spec.label_map[raw] if spec.label_map else (float(raw) if spec.num_labels == 1 else int(raw))
         out.append({"text": tuple(row[c] for c in cols), "label": label})
@@ -119,16 +140,20 @@ def load_split(cfg: Config, split: str) -> list[dict]:
     if cfg.data_dir:
         path = tsv_path(cfg.data_dir, cfg.subset, name)
         if not path.is_file():
-            raise DataError(f"missing GLUE file {path}; set task.data_dir to the folder holding {TSV_DIRS[cfg.subset]}/ "
-                            f"or task.data_dir=null to use datasets.load_dataset")
+            raise DataError(
+                f"missing GLUE file {path}; set task.data_dir to the folder holding {TSV_DIRS[cfg.subset]}/ "
+                f"or task.data_dir=null to use datasets.load_dataset"
+            )
         return read_tsv(path, cfg.subset)[part]
     import datasets  # the Hub path; heavy import, only when used
 
     try:
         ds = datasets.load_dataset("glue", cfg.subset, split=split)
     except Exception as e:  # offline machines land here
-        raise DataError(f"could not load glue/{cfg.subset} {split} from the Hub ({type(e).__name__}); "
-                        f"set task.data_dir to a folder of GLUE TSVs") from e
+        raise DataError(
+            f"could not load glue/{cfg.subset} {split} from the Hub ({type(e).__name__}); "
+            f"set task.data_dir to a folder of GLUE TSVs"
+        ) from e
     spec = SPECS[cfg.subset]
     return [{"text": tuple(r[c] for c in spec.hub), "label": r["label"]} for r in ds]
 
@@ -152,8 +177,11 @@ class Glue(Task):
     @property
     def head(self) -> dict:
         regression = self.spec.num_labels == 1
-        return {"type": "sequence_classification", "num_labels": self.spec.num_labels,
-                "problem_type": "regression" if regression else "single_label_classification"}
+        return {
+            "type": "sequence_classification",
+            "num_labels": self.spec.num_labels,
+            "problem_type": "regression" if regression else "single_label_classification",
+        }
 
     def texts(self):
         return (t for row in self.raw["train"] for t in row["text"])

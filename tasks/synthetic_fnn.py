@@ -72,7 +72,9 @@ class SyntheticFNN(Task):
 
         def sample(n):
             x = torch.randn(n, d, generator=g)
-            y = fnn_forward(weights, x) + self.cfg.noise_std * torch.randn(n, weights[-1].shape[0], generator=g)
+            y = fnn_forward(weights, x) + self.cfg.noise_std * torch.randn(
+                n, weights[-1].shape[0], generator=g
+            )
             return [{"x": xi, "y": yi} for xi, yi in zip(x, y)]
 
         return TaskData(train=sample(self.cfg.n_train), evals={"test": sample(self.cfg.n_test)})

@@ -35,14 +35,22 @@ def fnn(width=16, depth=3, seed=0):
 
 def apply(model, name, targets=(r"layers\.\d+",), heads=(), seed=0, **over):
     cfg = method_cfg(name, **over)
-    return METHODS[cfg.name].apply(model, cfg, list(targets), list(heads), torch.Generator().manual_seed(seed))
+    return METHODS[cfg.name].apply(
+        model, cfg, list(targets), list(heads), torch.Generator().manual_seed(seed)
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_deberta_parts(glue_dir):
     cfg = make_cfg("model=tiny_deberta", "task=glue/sst2")
-    task = Glue(GlueConfig(subset="sst2", data_dir=str(glue_dir), train_split="validation[:64]",
-                           eval_splits=["validation[64:96]"]))
+    task = Glue(
+        GlueConfig(
+            subset="sst2",
+            data_dir=str(glue_dir),
+            train_split="validation[:64]",
+            eval_splits=["validation[64:96]"],
+        )
+    )
     tok = hf_builder.build_tokenizer(cfg.model, task.texts())
     batch = tok([r["text"][0] for r in task.raw["train"][:8]], padding=True, return_tensors="pt")
     return cfg.model, task.head, tok, dict(batch)
@@ -54,6 +62,7 @@ def tiny_deberta(parts):
 
 
 # --- zero init, what trains --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ALL)
 def test_output_unchanged_at_step_zero_fnn(name):
@@ -82,8 +91,11 @@ def test_only_method_parameters_train_and_move(name, tiny_deberta_parts):
     if name == "ft":
         assert trainable == {n for n, _ in model.named_parameters()}
     else:
-        expected = {n for n, _ in model.named_parameters()
-                    if n.endswith((".lora_A", ".lora_B")) or n.startswith(("pooler.dense.", "classifier."))}
+        expected = {
+            n
+            for n, _ in model.named_parameters()
+            if n.endswith((".lora_A", ".lora_B")) or n.startswith(("pooler.dense.", "classifier."))
+        }
         assert trainable == expected
         assert all(".base." not in n for n in trainable)
     for m in method.lowrank.values():  # make B nonzero so that A receives gradient too
@@ -105,6 +117,7 @@ def test_only_method_parameters_train_and_move(name, tiny_deberta_parts):
 
 # --- parameter counts --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("rank", [1, 4, 8])
 def test_trainable_count_closed_form_fnn(rank):
     width, depth = 16, 3
@@ -118,10 +131,20 @@ def test_deberta_v3_base_counts_match_rm_lora_table1(rank, paper_m):
     """DeBERTa-v3-base shapes on the meta device (no weights): 12 layers x (q,k,v,o: 768->768,
     FFN 768->3072->768). Σ R(d_in+d_out) = 12·R·13824; head = pooler 768²+768 + classifier 768·2+2.
     RM-LoRA Table 1 prints 1.26M (R=4) and 1.92M (R=8): adapters + head."""
-    config = AutoConfig.for_model("deberta-v2", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                  intermediate_size=3072, vocab_size=128100, relative_attention=True,
-                                  position_buckets=256, share_att_key=True, pos_att_type=["p2c", "c2p"],
-                                  position_biased_input=False, num_labels=2)
+    config = AutoConfig.for_model(
+        "deberta-v2",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        vocab_size=128100,
+        relative_attention=True,
+        position_buckets=256,
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        num_labels=2,
+    )
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
     m = make_cfg("model=deberta_v3_base").model
@@ -141,8 +164,11 @@ def test_ft_counts_every_parameter():
 
 # --- R-LoRA regularizer (Eq. 10) ---------------------------------------------------------------
 
+
 def _module(a, b):
-    return SimpleNamespace(lora_A=torch.tensor(a, dtype=torch.float32), lora_B=torch.tensor(b, dtype=torch.float32))
+    return SimpleNamespace(
+        lora_A=torch.tensor(a, dtype=torch.float32), lora_B=torch.tensor(b, dtype=torch.float32)
+    )
 
 
 def test_regularizer_matches_hand_computation_both_forms():
@@ -151,7 +177,9 @@ def test_regularizer_matches_hand_computation_both_forms():
     # module 2: A has orthonormal rows -> 0; B = 0 -> gap -I: ‖·‖² = 2
     m2 = _module([[1, 0, 0], [0, 1, 0]], [[0, 0], [0, 0], [0, 0]])
     assert float(orthogonality_penalty([m1, m2], "paper")) == pytest.approx(9 + 2 + 0 + 2)
-    assert float(orthogonality_penalty([m1, m2], "reference")) == pytest.approx((3 + math.sqrt(2) + 0 + math.sqrt(2)) / 4)
+    assert float(orthogonality_penalty([m1, m2], "reference")) == pytest.approx(
+        (3 + math.sqrt(2) + 0 + math.sqrt(2)) / 4
+    )
 
 
 def test_regularizer_weight_and_form_reach_the_loss():
@@ -163,6 +191,7 @@ def test_regularizer_weight_and_form_reach_the_loss():
 
 
 # --- GM-LoRA mask (Algorithm 1) ----------------------------------------------------------------
+
 
 def _masked_step(method, model, opt, x):
     loss = model(x).pow(2).mean()
@@ -218,8 +247,14 @@ def test_grad_mode_lets_momentum_move_masked_rows_strict_mode_does_not():
 
     for mode in ("grad", "strict"):
         model, method, opt, x = setup(mode)
-        before = {n: (m.lora_A.detach().clone(), m.lora_B.detach().clone(),
-                      {k: v.clone() for k, v in opt.state[m.lora_A].items()}) for n, m in method.lowrank.items()}
+        before = {
+            n: (
+                m.lora_A.detach().clone(),
+                m.lora_B.detach().clone(),
+                {k: v.clone() for k, v in opt.state[m.lora_A].items()},
+            )
+            for n, m in method.lowrank.items()
+        }
         _masked_step(method, model, opt, x)
         for name, m in method.lowrank.items():
             rows, cols = (set(t.tolist()) for t in method.hooks[0].kept[name])
@@ -229,8 +264,9 @@ def test_grad_mode_lets_momentum_move_masked_rows_strict_mode_does_not():
                 assert changed_a == rows and changed_b == cols
                 masked = sorted(set(range(4)) - rows)
                 for key in ("exp_avg", "exp_avg_sq"):
-                    torch.testing.assert_close(opt.state[m.lora_A][key][masked], before[name][2][key][masked],
-                                               rtol=0, atol=0)
+                    torch.testing.assert_close(
+                        opt.state[m.lora_A][key][masked], before[name][2][key][masked], rtol=0, atol=0
+                    )
             else:  # momentum and weight decay move every row
                 assert changed_a == set(range(4)) and changed_b == set(range(4))
 
@@ -238,7 +274,9 @@ def test_grad_mode_lets_momentum_move_masked_rows_strict_mode_does_not():
 def test_head_is_never_masked(tiny_deberta_parts):
     model_cfg, *_, batch = tiny_deberta_parts
     model = tiny_deberta(tiny_deberta_parts)
-    method = apply(model, "gm_lora", model_cfg.target_modules, model_cfg.head_modules, rank=4, mask_directions=1)
+    method = apply(
+        model, "gm_lora", model_cfg.target_modules, model_cfg.head_modules, rank=4, mask_directions=1
+    )
     model(**batch, labels=torch.tensor([0, 1] * 4)).loss.backward()
     head_grads = {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("classifier.")}
     method.before_step(torch.optim.AdamW(method.trainable_parameters()))
@@ -265,6 +303,7 @@ def test_mask_fraction_gives_half_the_rank():
 
 # --- diagnostics -------------------------------------------------------------------------------
 
+
 def test_rank_and_orthogonality_diagnostics_match_direct_computation():
     torch.manual_seed(0)
     base = torch.nn.Linear(12, 10, bias=False)
@@ -287,13 +326,17 @@ def test_zero_delta_has_rank_zero_and_orth_loss_d_out():
 
 # --- bad input -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("over", "message"), [
-    ({"rank": 0}, "method.rank must be >= 1"),
-    ({"mask_directions": 0}, "must be in [1, R=8]"),
-    ({"mask_directions": 9}, "must be in [1, R=8]"),
-    ({"reg_weight": -0.1}, "reg_weight must be >= 0"),
-    ({"reg_form": "other"}, "valid: paper, reference"),
-])
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"rank": 0}, "method.rank must be >= 1"),
+        ({"mask_directions": 0}, "must be in [1, R=8]"),
+        ({"mask_directions": 9}, "must be in [1, R=8]"),
+        ({"reg_weight": -0.1}, "reg_weight must be >= 0"),
+        ({"reg_form": "other"}, "valid: paper, reference"),
+    ],
+)
 def test_bad_method_values_raise_named_errors(over, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         method_cfg("lora", **over)

@@ -29,7 +29,9 @@ def test_every_present_glue_tsv_loads(subset, glue_dir):
         rows = load_split(cfg, split)
         assert len(rows) == n
         pair = subset not in ("cola", "sst2")
-        assert all(len(r["text"]) == (2 if pair else 1) and all(isinstance(t, str) for t in r["text"]) for r in rows)
+        assert all(
+            len(r["text"]) == (2 if pair else 1) and all(isinstance(t, str) for t in r["text"]) for r in rows
+        )
         labels = {r["label"] for r in rows}
         if subset == "stsb":
             assert min(labels) >= 0 and max(labels) <= 5 and len(labels) > 10
@@ -55,7 +57,9 @@ def test_split_slices(glue_dir):
 
 
 def test_mnli_has_two_eval_splits_and_missing_files_name_the_fix(glue_dir):
-    cfg = Config(subset="mnli", data_dir=str(glue_dir), eval_splits=["validation_matched", "validation_mismatched"])
+    cfg = Config(
+        subset="mnli", data_dir=str(glue_dir), eval_splits=["validation_matched", "validation_mismatched"]
+    )
     with pytest.raises(DataError, match=r"missing GLUE file .*MNLI/train.tsv; set task.data_dir"):
         Glue(cfg)
     with pytest.raises(DataError, match=r"missing GLUE file .*MNLI/dev_mismatched.tsv"):
@@ -63,10 +67,20 @@ def test_mnli_has_two_eval_splits_and_missing_files_name_the_fix(glue_dir):
 
 
 def test_task_object_trains_on_a_slice_of_another_split(glue_dir):
-    task = Glue(Config(subset="qnli", data_dir=str(glue_dir), train_split="validation[:100]",
-                       eval_splits=["validation[100:150]"]))
+    task = Glue(
+        Config(
+            subset="qnli",
+            data_dir=str(glue_dir),
+            train_split="validation[:100]",
+            eval_splits=["validation[100:150]"],
+        )
+    )
     assert len(task.raw["train"]) == 100 and len(task.raw["validation[100:150]"]) == 50
-    assert task.head == {"type": "sequence_classification", "num_labels": 2, "problem_type": "single_label_classification"}
+    assert task.head == {
+        "type": "sequence_classification",
+        "num_labels": 2,
+        "problem_type": "single_label_classification",
+    }
 
 
 def test_all_nine_tasks_have_a_tsv_mapping_and_config():
@@ -77,6 +91,7 @@ def test_all_nine_tasks_have_a_tsv_mapping_and_config():
 
 
 # --- metrics on hand-computed cases ---------------------------------------------------------
+
 
 def test_cola_mcc_by_hand():
     # TP=1 FP=1 TN=2 FN=0: (1·2 − 1·0)/√((1+1)(1+0)(2+1)(2+0)) = 2/√12

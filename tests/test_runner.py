@@ -20,8 +20,21 @@ METHODS = ["ft", "lora", "r_lora", "gm_lora", "rm_lora"]
 
 
 def check_record(rec: dict, low_rank: bool) -> None:
-    for key in ("run_id", "group_id", "status", "config", "model", "task", "method", "seed", "metrics",
-                "params", "timing", "env", "weights"):
+    for key in (
+        "run_id",
+        "group_id",
+        "status",
+        "config",
+        "model",
+        "task",
+        "method",
+        "seed",
+        "metrics",
+        "params",
+        "timing",
+        "env",
+        "weights",
+    ):
         assert key in rec, key
     assert rec["status"] == "success"
     m = rec["metrics"]
@@ -84,26 +97,36 @@ def test_failed_run_writes_a_failed_record(cfg_factory, tmp_path):
     assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "failed"
 
 
-@pytest.mark.parametrize(("overrides", "error", "message"), [
-    (("method.rank=0",), ConfigError, "method.rank must be >= 1"),
-    (("method.mask_directions=9",), ConfigError, r"mask_directions must be in \[1, R=8\]"),
-    (("method.reg_weight=-1",), ConfigError, "reg_weight must be >= 0"),
-    (("model.target_modules=[nothing]",), ConfigError, "target pattern 'nothing' matches no module"),
-    (("task=glue/rte", "model=tiny_deberta", "task.data_dir=/nonexistent"), DataError, "missing GLUE file /nonexistent/RTE"),
-    (("method.name=nope",), ConfigError, "unknown method 'nope'; valid: ft, gm_lora, lora"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (("method.rank=0",), ConfigError, "method.rank must be >= 1"),
+        (("method.mask_directions=9",), ConfigError, r"mask_directions must be in \[1, R=8\]"),
+        (("method.reg_weight=-1",), ConfigError, "reg_weight must be >= 0"),
+        (("model.target_modules=[nothing]",), ConfigError, "target pattern 'nothing' matches no module"),
+        (
+            ("task=glue/rte", "model=tiny_deberta", "task.data_dir=/nonexistent"),
+            DataError,
+            "missing GLUE file /nonexistent/RTE",
+        ),
+        (("method.name=nope",), ConfigError, "unknown method 'nope'; valid: ft, gm_lora, lora"),
+    ],
+)
 def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory, capsys):
     with pytest.raises(error, match=message):
         run(cfg_factory(*overrides))
     assert "epoch" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("arg", "message"), [
-    ("method=nope", "unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"),
-    ("task=glue/nope", "unknown task 'glue/nope'; valid: glue/cola"),
-    ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
-    ("method=lora,nope", "unknown method 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("method=nope", "unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"),
+        ("task=glue/nope", "unknown task 'glue/nope'; valid: glue/cola"),
+        ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
+        ("method=lora,nope", "unknown method 'nope'"),
+    ],
+)
 def test_unknown_group_options_list_valid_names(arg, message):
     with pytest.raises(ConfigError, match=message):
         check_overrides([arg])
@@ -113,16 +136,23 @@ def test_command_line_error_is_one_line():
     out = subprocess.run([sys.executable, "run.py", "method=nope"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"]
+        "error: unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"
+    ]
 
 
 # --- slow: real commands and tiny transformers on real GLUE data ---------------------------------
 
+
 @pytest.mark.slow
 def test_default_command_runs_under_a_minute(tmp_path):
     tic = time.perf_counter()
-    out = subprocess.run([sys.executable, "run.py", f"paths.results_dir={tmp_path}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "run.py", f"paths.results_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wall = time.perf_counter() - tic
     assert out.returncode == 0, out.stderr
     assert "rm_lora on synthetic_fnn (fnn), seed 0" in out.stdout and "mean rank" in out.stdout
@@ -135,8 +165,21 @@ def test_default_command_runs_under_a_minute(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_seed_sweep(tmp_path):
-    out = subprocess.run([sys.executable, "run.py", "-m", "seed=1,2", "method=lora", *FAST_FNN,
-                          f"paths.results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            "seed=1,2",
+            "method=lora",
+            *FAST_FNN,
+            f"paths.results_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert sorted(r["seed"] for r in recs) == [1, 2] and len({r["group_id"] for r in recs}) == 1
@@ -147,9 +190,18 @@ def test_multirun_seed_sweep(tmp_path):
 @pytest.mark.parametrize("model", ["tiny_deberta", "tiny_gpt2"])
 def test_every_method_on_a_tiny_transformer_with_real_glue(method, model, cfg_factory, glue_dir):
     # a tiny random model can only fit a small SST-2 slice: the training loss must fall on it
-    overrides = [f"model={model}", "task=glue/sst2", f"method={method}", f"task.data_dir={glue_dir}",
-                 "task.max_train_samples=256", "task.max_eval_samples=128", "task.max_length=48",
-                 "train.epochs=8", "train.batch_size=16", "train.lr=1e-2"]
+    overrides = [
+        f"model={model}",
+        "task=glue/sst2",
+        f"method={method}",
+        f"task.data_dir={glue_dir}",
+        "task.max_train_samples=256",
+        "task.max_eval_samples=128",
+        "task.max_length=48",
+        "train.epochs=8",
+        "train.batch_size=16",
+        "train.lr=1e-2",
+    ]
     rec = run(cfg_factory(*overrides, *(["method.rank=4"] if method != "ft" else [])))
     check_record(rec, low_rank=method != "ft")
     history = rec["metrics"]["history"]
@@ -159,9 +211,18 @@ def test_every_method_on_a_tiny_transformer_with_real_glue(method, model, cfg_fa
 
 @pytest.mark.slow
 def test_stsb_regression_and_mnli_style_two_eval_splits(cfg_factory, glue_dir):
-    rec = run(cfg_factory("model=tiny_deberta", "task=glue/stsb", "method=lora", f"task.data_dir={glue_dir}",
-                          "task.max_train_samples=256", "task.max_eval_samples=128", "train.epochs=1",
-                          'task.eval_splits=[validation,"validation[128:256]"]'))
+    rec = run(
+        cfg_factory(
+            "model=tiny_deberta",
+            "task=glue/stsb",
+            "method=lora",
+            f"task.data_dir={glue_dir}",
+            "task.max_train_samples=256",
+            "task.max_eval_samples=128",
+            "train.epochs=1",
+            'task.eval_splits=[validation,"validation[128:256]"]',
+        )
+    )
     assert set(rec["metrics"]["final"]) == {"validation", "validation[128:256]"}
     assert set(rec["metrics"]["final"]["validation"]) == {"loss", "pearson", "spearman"}
 
@@ -169,12 +230,22 @@ def test_stsb_regression_and_mnli_style_two_eval_splits(cfg_factory, glue_dir):
 @pytest.mark.slow
 def test_same_seed_same_metrics_across_processes(tmp_path, glue_dir):
     """Two fresh processes (the tokenizer is built from data at start-up) give identical records."""
-    args = ["model=tiny_deberta", "task=glue/rte", "method=rm_lora", f"task.data_dir={glue_dir}",
-            "task.max_train_samples=64", "task.max_eval_samples=32", "train.epochs=1", "force=true",
-            f"paths.results_dir={tmp_path}"]
+    args = [
+        "model=tiny_deberta",
+        "task=glue/rte",
+        "method=rm_lora",
+        f"task.data_dir={glue_dir}",
+        "task.max_train_samples=64",
+        "task.max_eval_samples=32",
+        "train.epochs=1",
+        "force=true",
+        f"paths.results_dir={tmp_path}",
+    ]
     metrics = []
     for _ in range(2):
-        out = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr
         (record,) = (tmp_path / "runs").glob("*.json")
         metrics.append(json.loads(record.read_text())["metrics"])

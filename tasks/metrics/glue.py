@@ -12,7 +12,9 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-MAIN_METRIC = {"cola": "mcc", "stsb": "pearson"} | {t: "acc" for t in ("sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")}
+MAIN_METRIC = {"cola": "mcc", "stsb": "pearson"} | {
+    t: "acc" for t in ("sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
+}
 
 
 def glue_metrics(task: str, preds, labels) -> dict[str, float]:
@@ -21,7 +23,9 @@ def glue_metrics(task: str, preds, labels) -> dict[str, float]:
         raise ValueError(f"unknown GLUE task {task!r}; valid: {', '.join(TASKS)}")
     preds, labels = np.asarray(preds), np.asarray(labels)
     if preds.shape != labels.shape or preds.size == 0:
-        raise ValueError(f"need equally many predictions and labels (>0), got {preds.shape} and {labels.shape}")
+        raise ValueError(
+            f"need equally many predictions and labels (>0), got {preds.shape} and {labels.shape}"
+        )
     if task == "stsb":
         return {
             "pearson": float(pearsonr(preds, labels)[0]),
