@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
         "status": "running",
         "config": resolved,
         "model": cfg.model.name,
-        "task": task_cfg.name if not hasattr(task_cfg, "subset") else f"{task_cfg.name}/{task_cfg.subset}",
+        "task": task_mod.TASK.label(task_cfg),
         "method": method_cfg.name,
         "seed": cfg.seed,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -43,6 +43,11 @@ class Task:
     def __init__(self, cfg):
         self.cfg = cfg
 
+    @classmethod
+    def label(cls, cfg) -> str:
+        """How records and tables name this task (e.g. glue/cola)."""
+        return cfg.name
+
     @property
     def head(self) -> dict | None:
         return None

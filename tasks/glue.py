@@ -170,6 +170,10 @@ class Glue(Task):
         for split in cfg.eval_splits:
             self.raw[split] = self._take(load_split(cfg, split), cfg.max_eval_samples)
 
+    @classmethod
+    def label(cls, cfg) -> str:
+        return f"glue/{cfg.subset}"
+
     @staticmethod
     def _take(rows, n):
         return rows if n is None else rows[:n]
