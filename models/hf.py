@@ -101,7 +101,7 @@ def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
 
     head = dict(head or {"type": "sequence_classification", "num_labels": 2})
     auto = getattr(transformers, AUTO_CLASSES[head.pop("type")])
-    extra = {k: v for k, v in head.items()}
+    extra = dict(head)
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         extra["pad_token_id"] = tokenizer.pad_token_id
     overrides = OmegaConf.to_container(cfg.config, resolve=True) if cfg.get("config") else {}

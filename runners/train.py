@@ -153,6 +153,7 @@ def _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, dev
     epochs = math.ceil(total_steps / steps_per_epoch)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = _optimizer(params, t)
+    optimizer_params = [p for _, p in params]
     warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = acc.prepare(model, optimizer)
@@ -182,7 +183,7 @@ def _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, dev
             labels.append(y.cpu())
             if (i + 1) % t.grad_accum == 0 or i + 1 == len(loader):
                 if t.max_grad_norm:
-                    acc.clip_grad_norm_([p for _, p in params], t.max_grad_norm)
+                    acc.clip_grad_norm_(optimizer_params, t.max_grad_norm)
                 method.before_step(optimizer)  # after clipping, as the RM-LoRA code masks
                 optimizer.step()
                 method.after_step(optimizer)
