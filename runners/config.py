@@ -14,7 +14,7 @@ from adapters.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-GROUPS = ("model", "task", "method", "launcher", "experiment")
+GROUPS = ("model", "task", "method", "launcher", "experiment", "arm")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size")  # task YAML keys read by `train:`
 NOT_HASHED = ("paths", "force", "hydra")  # where results go or whether to redo: not what was run
 

@@ -199,12 +199,15 @@ def _params(recs: list[dict], table: Table) -> str:
         p = r.get("params") or {}
         if isinstance(p.get(t_key), (int, float)) and isinstance(p.get(i_key), (int, float)):
             shown[f"{_count(p[t_key], table)}/{_count(p[i_key], table)}"] += 1
-    return " | ".join(s for s, _ in shown.most_common()) if shown else ""
+    return (
+        "; ".join(s for s, _ in shown.most_common()) if shown else ""
+    )  # several: differ by task (head, vocab)
 
 
 def _count(n: float, table: Table) -> str:
     x = n / table.param_unit
-    return f"{x:.2f}{table.param_unit_name}" if x < 100 else f"{x:.1f}{table.param_unit_name}"
+    text = f"{x:.3g}" if x < 0.1 else f"{x:.2f}" if x < 100 else f"{x:.1f}"
+    return text + table.param_unit_name
 
 
 # ---------------------------------------------------------------------------------------------- format
