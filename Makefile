@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 
 .PHONY: help setup run test test-fast lint fmt smoke tables figures clean
 help:      ## list targets
-	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
+	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
 setup: $(VENV)/.installed  ## create .venv with pinned dependencies (+ Java for METEOR / PTB tokenizer)
 
@@ -30,6 +30,26 @@ test-fast: setup  ## the fast unit tests only (plain `pytest` does the same)
 
 smoke: setup  ## tiny DeBERTa on real CoLA TSVs, every method
 	$(BIN)/python run.py -m experiment=glue_smoke method=ft,lora,r_lora,gm_lora,rm_lora
+
+# One experiment per paper output (conf/experiment/): `make exp-rm_table1_glue LAUNCHER=slurm`,
+# its CPU smoke `make smoke-rm_table1_glue`, the run list `make plan-rm_table1_glue`.
+LAUNCHER ?= local
+EXPERIMENTS := $(filter-out %_smoke,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
+# smoke variants whose methods/tasks exist on this branch (add the others as their branches merge:
+# rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart)
+SMOKE_READY ?= rm_table1_glue minilm_glue
+
+exp-%: setup  ## exp-<experiment>: the full sweep (resumable; LAUNCHER=local|submitit_local|slurm)
+	$(BIN)/python run.py experiment=$* launcher=$(LAUNCHER)
+
+smoke-%: setup  ## smoke-<experiment>: its tiny CPU variant, then the tables
+	$(BIN)/python run.py experiment=$*_smoke launcher=$(LAUNCHER)
+	$(BIN)/python scripts/make_tables.py
+
+plan-%: setup  ## plan-<experiment>: list its runs, which are done, estimated GPU-hours (starts nothing)
+	$(BIN)/python run.py experiment=$* plan=true
+
+smoke-ready: $(addprefix smoke-,$(SMOKE_READY))  ## every smoke variant runnable on this branch
 
 tables: setup  ## every paper table from results/runs/*.json -> results/tables/*.{md,tex,csv} + SUMMARY.md
 	$(BIN)/python scripts/make_tables.py
