@@ -145,7 +145,9 @@ def _cases():
         for need, c in blocked.items():
             # raises=: only "no such config" counts as the expected failure; any other error is a real one
             mark = pytest.mark.xfail(
-                strict=True, raises=MissingConfigException, reason=f"needs {need}; remove from PENDING once merged"
+                strict=True,
+                raises=MissingConfigException,
+                reason=f"needs {need}; remove from PENDING once merged",
             )
             cases.append(
                 pytest.param(exp, [c], id=f"{exp}-pending-{re.sub(r'[^a-z0-9_]+', '_', need)}", marks=mark)
