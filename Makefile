@@ -51,6 +51,15 @@ plan-%: setup  ## plan-<experiment>: list its runs, which are done, estimated GP
 
 smoke-ready: $(addprefix smoke-,$(SMOKE_READY))  ## every smoke variant runnable on this branch
 
+ci-experiments: setup  ## CI: the ready smoke sweeps, then make tables / figures from their records
+	$(MAKE) smoke-ready
+	$(BIN)/python scripts/make_figures.py --curves tiny_deberta:glue/cola
+	test -s results/tables/rm_table1_glue_smoke.md && test -s results/tables/minilm_glue.csv
+	test -s results/figures/curves_tiny_deberta_glue_cola.png
+
+ci-slurm: setup  ## CI: one-node SLURM up, 3-seed sweep via hydra-submitit-launcher, records checked, down (root)
+	PYTHON=$(BIN)/python scripts/ci_slurm.sh
+
 tables: setup  ## every paper table from results/runs/*.json -> results/tables/*.{md,tex,csv} + SUMMARY.md
 	$(BIN)/python scripts/make_tables.py
 
