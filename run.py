@@ -28,4 +28,10 @@ if __name__ == "__main__":
         check_overrides(sys.argv[1:])
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    from runners.plan import plan, strip_plan
+
+    wanted, rest = strip_plan(sys.argv[1:])
+    if wanted:  # list the sweep's runs and the compute they need; start nothing
+        print(plan(rest))
+        sys.exit(0)
     main()

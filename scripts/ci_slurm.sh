@@ -50,7 +50,7 @@ echo "ci_slurm: 3-seed smoke sweep through launcher=slurm_local (timeout ${SWEEP
 start=$SECONDS
 set +e
 OMP_NUM_THREADS=1 timeout "$SWEEP_TIMEOUT" "$PY" run.py -m launcher=slurm_local experiment=rm_table1_glue_smoke \
-  hydra.sweeper.params.task=glue/rte hydra.sweeper.params.arm=rm_lora_r4 seed=1,2,3 \
+  task=glue/rte arm=rm_lora_r4 seed=1,2,3 \
   "paths.results_dir=$RESULTS" "hydra.sweep.dir=$RESULTS/hydra/ci_slurm"
 rc=$?
 set -e
