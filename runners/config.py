@@ -14,7 +14,7 @@ from adapters.base import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-GROUPS = ("model", "task", "method", "launcher", "experiment", "arm")
+GROUPS = ("model", "task", "method", "launcher", "experiment", "arm", "logger")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size", "eval_epochs")  # task keys read by `train:`
 # where results go, whether to redo, how to log: not what is trained (so not in run_id / group_id)
 NOT_HASHED = ("paths", "force", "hydra", "logger", "plan")

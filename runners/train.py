@@ -14,6 +14,7 @@ import math
 import random
 import resource
 import signal
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,8 @@ from adapters.lowrank import lowrank_diagnostics
 from models import BUILDERS
 from runners.checks import check_run_config
 from runners.config import TRAIN_KEYS, TrainConfig, heads_for, lookup, run_ids, typed
+from runners.logging import build as build_logger
+from runners.logging import progress as progress_bar
 from runners.record import atomic_write, environment
 from runners.store import RunStore, check_writable
 from tasks import TASKS
@@ -110,6 +113,7 @@ def run(cfg: DictConfig) -> dict:
     check_run_config(resolved, t, method_mod, method_cfg)
     device = _device(cfg.device)
     check_writable(Path(cfg.paths.results_dir))
+    logger = build_logger(resolved.get("logger"))
 
     run_id, group_id = run_ids(resolved)
     store = RunStore(Path(cfg.paths.results_dir), run_id)
@@ -138,6 +142,7 @@ def run(cfg: DictConfig) -> dict:
         }
         start = time.perf_counter()
         try:
+            logger.start(record)
             with _Signals() as signals:
                 _train(
                     cfg,
@@ -151,6 +156,7 @@ def run(cfg: DictConfig) -> dict:
                     device,
                     attempt,
                     signals,
+                    logger,
                 )
             record["status"] = "success"
         except RunStopped as e:
@@ -161,12 +167,18 @@ def run(cfg: DictConfig) -> dict:
         finally:
             record.setdefault("timing", {})["wall_s"] = time.perf_counter() - start
             record["record_path"] = str(store.finish(attempt, record))
+            try:
+                logger.finish(record)
+            except Exception as e:  # a logging failure must not turn a trained run into a failed one
+                print(f"warning: logger.finish failed: {type(e).__name__}: {e}", file=sys.stderr)
     if record["status"] != "success":
         raise RunStopped(record["status"], f"{record['status']}: {record['error']}")
     return record
 
 
-def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, device, attempt, signals):
+def _train(
+    cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, device, attempt, signals, logger
+):
     seed_everything(cfg.seed)
     task = task_mod.TASK(task_cfg)  # loads and checks data files first: cheap failures before models
     tokenizer = builder.build_tokenizer(cfg.model, task.texts())
@@ -257,7 +269,11 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         batches = iter(loader)
         for _ in range(s["batch"]):
             next(batches)
+        bar = progress_bar(
+            total=len(loader), initial=s["batch"], desc=f"epoch {epoch}/{epochs}", unit="batch"
+        )
         for i, batch in enumerate(batches, start=s["batch"]):
+            bar.update()
             batch = to_device(batch)
             with acc.autocast():
                 loss, p, y = task.forward(model, batch)
@@ -283,6 +299,10 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
             scheduler.step()
             model.zero_grad(set_to_none=True)
             s["batch"] = i + 1
+            if logger.wants_step(s["step"]):  # one host sync, only when a logger asks for it
+                logger.step(
+                    s["step"], {"train/loss": float(total.detach()), "lr": scheduler.get_last_lr()[0]}
+                )
             if s["step"] % check_every == 0 or s["step"] >= total_steps:
                 _check_finite(pending, s, t)
                 pending = []
@@ -303,6 +323,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
                 checkpoint(acc_state)
             if s["step"] >= total_steps:
                 break
+        bar.close()
         _check_finite(pending, s, t)
         s["train_time"] += time.perf_counter() - tic
         s["seen"] += acc_state["n"]
@@ -331,6 +352,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         else:
             shown = "(no evaluation this epoch)"
         s["history"].append(entry)
+        logger.epoch(epoch, s["step"], entry)
         print(f"epoch {epoch}/{epochs} step {s['step']}: train loss {entry['train_loss']:.4f} | {shown}")
         s.update(epoch=epoch + 1, batch=0)
         if epoch < epochs:

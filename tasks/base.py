@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from runners.logging import progress  # tqdm, silent off a TTY (decoding loops: use it too)
+
 
 class DataError(ValueError):
     """Missing or malformed input data; the message is one line and names the fix."""
@@ -90,7 +92,7 @@ class Task:
         """Mean loss over examples and `metrics` over all predictions of one split (one host sync)."""
         model.eval()
         total, n, preds, labels = 0.0, 0, [], []
-        for batch in loader:
+        for batch in progress(loader, desc=f"eval {ctx.split}", unit="batch"):
             batch = ctx.to_device(batch)
             with ctx.autocast():
                 loss, p, y = self.forward(model, batch)
