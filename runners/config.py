@@ -15,8 +15,52 @@ from adapters.base import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 GROUPS = ("model", "task", "method", "launcher", "experiment")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size")  # task YAML keys read by `train:`
-NOT_HASHED = ("paths", "force", "hydra")  # where results go or whether to redo: not what was run
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size", "eval_epochs")  # task keys read by `train:`
+# where results go, whether to redo, how to log: not what is trained (so not in run_id / group_id)
+NOT_HASHED = ("paths", "force", "hydra", "logger", "plan")
+NOT_HASHED_TRAIN = ("num_workers", "checkpoint", "checkpoint_every", "check_every")
+TOP_KEYS = ("seed", "device", "train", "diagnostics", "model", "task", "method", *NOT_HASHED)
+# every key a `model:` section may have (builders read them; anything else is a typo)
+MODEL_KEYS = (
+    "name",
+    "builder",
+    "hub_id",
+    "path",
+    "tokenizer",
+    "tokenizer_train_vocab",
+    "random_init",
+    "model_type",
+    "config",
+    "init_seed",
+    "target_modules",
+    "head_modules",
+    "width",
+    "depth",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The `train:` section (conf/config.yaml documents each key)."""
+
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_ratio: float = 0.06
+    warmup_steps: int | None = None
+    max_grad_norm: float | None = 1.0
+    bf16: bool | str = "auto"
+    eval_batch_size: int = 32
+    eval_epochs: list | None = None  # null: every epoch; else these epochs (and the last)
+    num_workers: int = 0
+    checkpoint: bool = True  # resumable checkpoint every epoch (and every checkpoint_every steps)
+    checkpoint_every: int | None = None
+    check_every: int | None = None  # steps between divergence checks (a host sync); null: 1 CPU, 50 CUDA
 
 
 def _pkg_dir(package: str, sub: str = "") -> str:
@@ -54,6 +98,79 @@ def check_overrides(argv: list[str]) -> None:
                 raise ConfigError(f"unknown {key} {choice!r}; valid: {', '.join(options(key))}")
 
 
+def precheck(argv: list[str]) -> None:
+    """Before Hydra starts: overrides that cannot parse, keys that exist nowhere (`method.rnk=4`) and
+    an unwritable results dir fail in one line naming the fix.
+
+    Composes the config once (a sweep contributes its first value), then walks each `a.b.c=value`
+    path. Keys added on purpose with `+` are checked after composition (runners/checks.py).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from runners.store import check_writable
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        bad = next((a for a in args if _unparsable(a)), args[0] if args else "")
+        key, _, value = bad.partition("=")
+        raise ConfigError(
+            f"cannot parse override {bad!r}; quote the value for Hydra and the shell, e.g. \"{key}='{value}'\""
+        ) from e
+    single = []
+    for arg, o in zip(args, parsed):
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()))
+            single.append(f"{o.get_key_element()}={first}")
+        elif not o.is_delete():
+            single.append(arg)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=single)
+        except HydraException as e:
+            key = _missing_key(str(e))
+            if key is None:
+                raise ConfigError(str(e).splitlines()[0]) from e
+            cfg = compose("config", overrides=[a for a in single if a.partition("=")[0] in GROUPS])
+            _unknown_key(cfg, key)
+            raise ConfigError(str(e).splitlines()[0]) from e
+    check_writable(Path(cfg.paths.results_dir))
+
+
+def _unparsable(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_overrides([arg])
+    except HydraException:
+        return True
+    return False
+
+
+def _missing_key(message: str) -> str | None:
+    """The key of Hydra's "Could not override 'a.b'" error."""
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", message)
+    return m.group(1) if m else None
+
+
+def _unknown_key(cfg: DictConfig, key: str) -> None:
+    node, path = cfg, key.split(".")
+    for i, part in enumerate(path):
+        if not isinstance(node, DictConfig):
+            return
+        if part not in node:
+            parent = ".".join(path[:i]) or "the top level"
+            valid = ", ".join(sorted(str(k) for k in node.keys()))
+            raise ConfigError(f"unknown key {key}; valid keys of {parent}: {valid}")
+        node = node._get_node(part)
+
+
 def lookup(registry: dict, name: str, what: str):
     if name not in registry:
         raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(sorted(registry))}")
@@ -75,7 +192,17 @@ def _digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def heads_for(model_cfg: dict, head: dict | None) -> list[str]:
+    """`model.head_modules`: a list, or a mapping from the task's head type to a list."""
+    heads = model_cfg.get("head_modules") or []
+    if isinstance(heads, dict):
+        return list(heads.get((head or {}).get("type", "sequence_classification")) or [])
+    return list(heads)
+
+
 def run_ids(resolved: dict) -> tuple[str, str]:
     """run_id: hash of the resolved config (minus paths and flags); group_id: the same without seed."""
     core = {k: v for k, v in resolved.items() if k not in NOT_HASHED}
+    if isinstance(core.get("train"), dict):
+        core["train"] = {k: v for k, v in core["train"].items() if k not in NOT_HASHED_TRAIN}
     return _digest(core), _digest({k: v for k, v in core.items() if k != "seed"})
