@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from adapters.base import ConfigError, Method, freeze_all_but, match_modules
-from adapters.lowrank import LowRankLinear, inject
+from adapters.lowrank import LowRankLinear
 from adapters.masking import MODES, DirectionMask
 from adapters.orthogonal import FORMS, OrthogonalityRegularizer
+from adapters.placement import LowRankBranch, place
 
 
 @dataclass
@@ -70,14 +71,19 @@ class Config:
 def apply(
     model: nn.Module, cfg: Config, targets: list[str], heads: list[str], generator: torch.Generator
 ) -> Method:
-    """Wraps every module matching `targets`, freezes the rest but `heads`, attaches reg / mask."""
+    """Wraps every target (whole modules or fused blocks: adapters/placement.py), freezes the rest
+    but `heads`, attaches reg / mask."""
     head_names = freeze_all_but(model, match_modules(model, heads, "head"))
-    found = match_modules(model, targets, "target")
 
-    def make(name, module):
+    def make_whole(name, module):
         return LowRankLinear(module, cfg.rank, cfg.alpha, cfg.dropout, cfg.init, cfg.init_std, name=name)
 
-    lowrank = inject(model, found, make)
+    def make_branch(name, d_in, d_out, like):
+        return LowRankBranch(
+            d_in, d_out, cfg.rank, cfg.alpha, like, cfg.dropout, cfg.init, cfg.init_std, name
+        )
+
+    lowrank = place(model, targets, make_whole, make_branch)
     method = Method(
         name=cfg.name,
         model=model,
