@@ -150,7 +150,7 @@ def test_regularizer_mask_and_diagnostics_see_every_branch():
     for m in mods:
         m.lora_A.grad = torch.ones_like(m.lora_A)
         m.lora_B.grad = torch.ones_like(m.lora_B)
-    method.before_step(torch.optim.SGD([p for m in mods for p in (m.lora_A, m.lora_B)], lr=0.1))
+    method.before_step(torch.optim.SGD([p for m in mods for p in (m.lora_A, m.lora_B)], lr=0.1), 1)
     for m in mods:
         assert int((m.lora_A.grad.abs().sum(1) > 0).sum()) == 2
         assert int((m.lora_B.grad.abs().sum(0) > 0).sum()) == 2
