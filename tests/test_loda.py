@@ -1,0 +1,335 @@
+"""LoDA family: counts, LoRA as the zero-f1 case (bitwise), f1/f2 math, R-/S-LoDA base weights,
+reg/mask combinations, export round trip, bad input, and end-to-end runs."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from adapters import METHODS
+from adapters import loda as loda_mod
+from adapters.base import ConfigError
+from adapters.orthogonal import orthogonality_penalty
+from adapters.placement import FusedLowRank
+from runners.train import run
+from tests.test_placement import QV, apply, batch, gpt2_medium_meta, method_cfg, model_targets, tiny_gpt2
+
+__all__ = ["batch"]  # pytest fixture re-used from test_placement
+
+LODA = ["loda", "loda_plus", "r_loda", "r_loda_plus", "s_loda", "s_loda_plus"]
+TINY = {"r_loda": ("method.base_rank=8",), "r_loda_plus": ("method.base_rank=8",)}  # d = 32 < R = 300
+
+
+def fill(method, seed=5, f1=True):
+    """Random non-zero B (and f1 weights): a 'trained' adapter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in method.lowrank.values():
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.2)
+            if f1:
+                for p in m.loda_f1.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g))
+
+
+# --- counts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["loda", "loda_plus"])
+def test_gpt2_medium_loda_r4_qv_has_exactly_394752_trainable(name):
+    method = apply(gpt2_medium_meta(), name, model_targets())
+    counts = method.param_counts()
+    assert counts["method_trainable"] == 2 * (4 * 1024 + 4 * 4) * 48 == 394_752
+    assert counts["method_inference"] == 394_752
+    assert counts["method_trainable"] - 393_216 == 48 * 2 * 4 * 4  # two r×r matrices per adapted matrix
+
+
+# --- LoRA is the zero-f1 case; trained f1 is not LoRA -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["loda", "loda_plus"])
+def test_zero_f1_equals_lora_bitwise_and_trained_f1_does_not(name, batch):
+    base = tiny_gpt2()
+    lora_model, loda_model = copy.deepcopy(base), copy.deepcopy(base)
+    lora = apply(lora_model, "lora", over=("method.rank=4", "method.alpha=32"))
+    loda = apply(loda_model, name)
+    fill(lora, f1=False)
+    with torch.no_grad():
+        for key, m in loda.lowrank.items():
+            m.lora_A.copy_(lora.lowrank[key].lora_A)
+            m.lora_B.copy_(lora.lowrank[key].lora_B)
+            for p in m.loda_f1.parameters():
+                p.zero_()
+    want = lora_model(**batch).logits
+    assert torch.equal(loda_model(**batch).logits, want)
+    with torch.no_grad():
+        for m in loda.lowrank.values():
+            for p in m.loda_f1.parameters():
+                p.normal_()
+    got = loda_model(**batch).logits
+    assert (got - want).abs().max() > 1e-3
+
+
+def test_zero_f1_equals_lora_bitwise_on_whole_linear_modules():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    lora = apply(a, "lora", ["0|2"], (), over=("method.rank=4",))
+    loda = apply(
+        b, "loda", ["0|2"], (), over=("method.rank=4", "method.alpha=16", "method.f1_init=zero_last")
+    )
+    assert sorted(loda.lowrank) == ["0.adapter", "2.adapter"]
+    fill(lora, f1=False)
+    with torch.no_grad():
+        for key, m in loda.lowrank.items():
+            m.lora_A.copy_(lora.lowrank[key.removesuffix(".adapter")].lora_A)
+            m.lora_B.copy_(lora.lowrank[key.removesuffix(".adapter")].lora_B)
+    x = torch.randn(7, 16)
+    assert torch.equal(b(x), a(x))  # zero_last: W2 = 0, so f1 = 0 without touching W1
+
+
+def test_output_unchanged_at_init(batch):
+    for name in LODA:
+        model = tiny_gpt2()
+        before = model(**batch).logits
+        apply(model, "loda" if name.startswith(("r_", "s_")) else name)  # base approximations change W
+        assert torch.equal(model(**batch).logits, before), name
+
+
+# --- f1 / f2 math --------------------------------------------------------------------------------
+
+
+def layer_norm(u):
+    return (u - u.mean(-1, keepdim=True)) / torch.sqrt(u.var(-1, unbiased=False, keepdim=True) + 1e-5)
+
+
+def leaky(u):
+    return torch.where(u > 0, u, 0.8 * u)
+
+
+def test_loda_and_loda_plus_match_the_equations():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 32)
+    for plus in (False, True):
+        cfg = method_cfg("loda_plus" if plus else "loda")
+        br = loda_mod.LoDABranch(32, 32, cfg, torch.empty(32, 32), "q")
+        with torch.no_grad():
+            br.lora_B.normal_()
+        w1, w2 = (m.weight for m in br.loda_f1 if isinstance(m, nn.Linear))
+        A, B, s = br.lora_A, br.lora_B, br.scaling
+        z = x @ A.T
+        f1 = leaky(layer_norm(z) @ w1.T) @ w2.T  # default order: norm, linear, act, linear
+        want = s * (z @ B.T + leaky(f1 @ B.T)) if plus else s * (z + f1) @ B.T
+        torch.testing.assert_close(br(x), want)
+        assert s == 8.0
+    # another order is another function
+    cfg = method_cfg("loda", "method.f1_order=[linear,act,norm,linear]")
+    br = loda_mod.LoDABranch(32, 32, cfg, torch.empty(32, 32))
+    w1, w2 = (m.weight for m in br.loda_f1 if isinstance(m, nn.Linear))
+    z = torch.randn(4, 4)
+    torch.testing.assert_close(br.loda_f1(z), layer_norm(leaky(z @ w1.T)) @ w2.T)
+    cfg = method_cfg("loda_plus", "method.f2=[act,norm]")
+    br = loda_mod.LoDABranch(32, 32, cfg, torch.empty(32, 32))
+    u = torch.randn(4, 32)
+    torch.testing.assert_close(br.loda_f2(u), layer_norm(leaky(u)))
+
+
+def test_loda_is_not_foldable_merge_and_peft_refuse():
+    model = tiny_gpt2()
+    apply(model, "loda")
+    fused = model.transformer.h[0].attn.c_attn
+    assert isinstance(fused, FusedLowRank)
+    for call in (fused.merge, fused.peft_equivalent):
+        with pytest.raises(ConfigError, match="non-linear"):
+            call()
+
+
+# --- R-LoDA / S-LoDA ---------------------------------------------------------------------------
+
+
+def test_r_loda_base_has_rank_exactly_r_and_recorded_energy():
+    model = tiny_gpt2()
+    original = {i: model.transformer.h[i].attn.c_attn.weight.detach().clone() for i in range(2)}
+    method = apply(model, "r_loda", over=("method.base_rank=8",))
+    stats = method.extra_counts()["base_approx"]
+    for i in range(2):
+        name = f"transformer.h.{i}.attn.c_attn"
+        w = model.get_submodule(name).base.weight  # (32, 96)
+        assert not w.requires_grad and w.dtype == torch.float32
+        assert torch.linalg.matrix_rank(w) == 8
+        s = torch.linalg.svdvals(original[i].double())
+        assert stats["modules"][name]["energy"] == pytest.approx(
+            float((s[:8] ** 2).sum() / (s**2).sum()), rel=1e-12
+        )
+        # the best rank-8 approximation (Eckart–Young): error² = Σ_{i>8} σ_i², to float32 rounding
+        err = float(((original[i].double() - w.double()) ** 2).sum())
+        assert err == pytest.approx(float((s[8:] ** 2).sum()), rel=1e-5)
+        assert stats["modules"][name]["macs_dense"] == 32 * 96
+        assert stats["modules"][name]["macs_approx"] == 8 * (32 + 96)  # 4Rd with d = 32
+    assert 0.3 < stats["mean_energy"] < 1.0
+    assert stats["kind"] == "svd" and stats["rank"] == 8
+
+
+@pytest.mark.parametrize("keep", [0.4, 0.5, 0.6])
+def test_s_loda_base_keeps_exactly_the_fraction_of_largest_entries(keep):
+    model = tiny_gpt2()
+    original = model.transformer.h[1].attn.c_attn.weight.detach().clone()
+    method = apply(model, "s_loda", over=(f"method.base_keep={keep}",))
+    w = model.transformer.h[1].attn.c_attn.base.weight
+    k = round(keep * 32 * 96)
+    assert int(torch.count_nonzero(w)) == k
+    kept = w != 0
+    assert torch.equal(w[kept], original[kept])  # kept entries unchanged
+    assert original[kept].abs().min() >= original[~kept].abs().max()  # the largest magnitudes
+    stats = method.extra_counts()["base_approx"]["modules"]["transformer.h.1.attn.c_attn"]
+    assert stats["nnz"] == stats["macs_approx"] == k
+    assert stats["energy"] == pytest.approx(
+        float((original[kept] ** 2).sum() / (original**2).sum()), rel=1e-6
+    )
+
+
+# --- combinations with the R-LoRA regularizer and the GM mask -----------------------------------
+
+
+def test_reg_and_mask_act_on_a_and_b_not_on_f1():
+    model = tiny_gpt2()
+    method = apply(model, "loda", over=("method.reg_weight=0.1", "method.mask_directions=2"))
+    fill(method)
+    mods = list(method.lowrank.values())
+    assert len(mods) == 4
+    torch.testing.assert_close(method.extra_loss(), 0.1 * orthogonality_penalty(mods))
+    params = [p for m in mods for p in m.parameters()]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    method.before_step(torch.optim.SGD(params, lr=0.1), 1)
+    for m in mods:
+        assert int((m.lora_A.grad.abs().sum(1) > 0).sum()) == 2
+        assert int((m.lora_B.grad.abs().sum(0) > 0).sum()) == 2
+        assert all(torch.equal(p.grad, torch.ones_like(p)) for p in m.loda_f1.parameters())
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def test_export_round_trip_and_wrong_base_refused(tmp_path, batch):
+    over = ("method.base_rank=8",)
+    trained = tiny_gpt2()
+    method = apply(trained, "r_loda_plus", over=over)
+    fill(method)
+    with torch.no_grad():
+        trained.score.weight.normal_()
+    want = trained(**batch).logits
+    method.exporter(tmp_path)
+    folder = tmp_path / "loda"
+    meta = json.loads((folder / "loda_config.json").read_text())
+    assert meta["method"]["name"] == "r_loda_plus" and meta["targets"] == QV
+    assert set(load_file(folder / "adapter.safetensors")) == {
+        n for n, p in trained.named_parameters() if p.requires_grad
+    }
+    fresh = tiny_gpt2()  # the same base weights (same seed), untouched
+    loaded = loda_mod.load(fresh, folder)
+    assert torch.equal(fresh(**batch).logits, want)
+    assert loaded.param_counts() == method.param_counts()
+    with pytest.raises(ConfigError, match="base energy"):
+        loda_mod.load(tiny_gpt2(seed=1), folder)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, over, message",
+    [
+        ("loda", "method.base_rank=8", "use method=r_loda"),
+        ("r_loda", "method.base_rank=null", "needs method.base_rank"),
+        ("s_loda", "method.base_keep=1.5", r"in \(0, 1\]"),
+        ("loda", "method.f1_order=[linear,relu]", "f1_order"),
+        ("loda", "method.f1_order=[act,norm]", "at least one linear"),
+        ("loda_plus", "method.f2=[linear]", "f2"),
+        ("loda", "method.f1_init=ones", "f1_init"),
+    ],
+)
+def test_bad_values_raise_named_errors(name, over, message):
+    with pytest.raises(ConfigError, match=message):
+        method_cfg(name, over)
+
+
+def test_base_rank_above_module_dims_names_the_fix():
+    with pytest.raises(ConfigError, match=r"set method.base_rank <= 32"):
+        apply(tiny_gpt2(), "r_loda")  # default R = 300 > d = 32
+
+
+# --- learning and end to end -------------------------------------------------------------------
+
+
+def fit(name, steps=300):
+    torch.manual_seed(0)
+    base = nn.Linear(24, 24, bias=False)
+    u, v = torch.randn(24, 2), torch.randn(2, 24)
+    x = torch.randn(512, 24)
+    y = base(x).detach() + torch.tanh(x @ u) @ v  # frozen layer + a rank-2 non-linear update
+    net = nn.Sequential(base)
+    method = apply(net, name, [r"0"], (), over=("method.rank=4", "method.alpha=4"))
+    opt = torch.optim.Adam(method.trainable_parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(net(x), y)
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses[0], losses[-1]
+
+
+def test_loda_learns_a_nonlinear_update_that_lora_cannot():
+    """Measured (seeds 0-2): LoDA ends at 0.09-0.10 of the start loss, LoRA (same r, α) at 0.23-0.27."""
+    start, loda_end = fit("loda")
+    _, lora_end = fit("lora")
+    assert loda_end < 0.25 * start
+    assert loda_end < 0.6 * lora_end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LODA)
+def test_every_loda_method_runs_end_to_end_on_tiny_gpt2_glue(name, cfg_factory, glue_dir):
+    rec = run(
+        cfg_factory(
+            "model=tiny_gpt2",
+            "task=glue/rte",
+            f"task.data_dir={glue_dir}",
+            "task.max_train_samples=64",
+            "task.max_eval_samples=64",
+            "train.epochs=1",
+            f"method={name}",
+            *TINY.get(name, ()),
+        )
+    )
+    assert rec["status"] == "success" and rec["method"] == name
+    assert rec["params"]["method_trainable"] == 4 * (2 * 4 * 32 + 2 * 16)  # 2 layers × (q, v)
+    assert len(rec["diagnostics"]["modules"]) == 4
+    assert ("base_approx" in rec["params"]) == name.startswith(("r_", "s_"))
+    folder = rec["artifacts"]
+    saved = load_file(f"{folder}/loda/adapter.safetensors")
+    assert any("loda_f1" in k for k in saved)
+
+
+@pytest.mark.slow
+def test_loda_with_reg_weight_is_a_recorded_combination(cfg_factory, glue_dir):
+    common = (
+        "model=tiny_gpt2",
+        "task=glue/rte",
+        f"task.data_dir={glue_dir}",
+        "task.max_train_samples=32",
+        "task.max_eval_samples=32",
+        "train.epochs=1",
+        "method=loda",
+    )
+    rec = run(cfg_factory(*common, "method.reg_weight=0.1"))
+    assert rec["config"]["method"]["reg_weight"] == 0.1
+    assert rec["metrics"]["history"][0]["train_reg"] > 0
+    assert METHODS[rec["method"]] is loda_mod
