@@ -333,3 +333,37 @@ def test_loda_with_reg_weight_is_a_recorded_combination(cfg_factory, glue_dir):
     assert rec["config"]["method"]["reg_weight"] == 0.1
     assert rec["metrics"]["history"][0]["train_reg"] > 0
     assert METHODS[rec["method"]] is loda_mod
+
+
+# --- Appendix A.1 energy curves -----------------------------------------------------------------
+
+
+def test_energy_curves_from_weights_alone_match_the_recorded_energies(tmp_path):
+    from scripts.energy_curves import main
+
+    out = main(["--model", "tiny_gpt2", "--out", str(tmp_path / "e.json")])
+    assert json.loads((tmp_path / "e.json").read_text()) == out
+    assert out["tensor"] == "transformer.h.0.attn.c_attn.weight" and out["shape"] == [32, 96]
+    svd, mag = out["svd"]["energy"], out["magnitude"]["energy"]
+    assert len(svd) == 32 and svd[-1] == pytest.approx(1.0, abs=1e-12)
+    assert all(a <= b for a, b in zip(svd, svd[1:])) and all(a <= b for a, b in zip(mag, mag[1:]))
+    # the top R directions / largest entries carry at least their share of the energy
+    assert all(e >= (r + 1) / 32 - 1e-12 for r, e in enumerate(svd))
+    assert all(e >= f - 1e-12 for f, e in zip(out["magnitude"]["fraction"], mag))
+    # the same numbers R-/S-LoDA record for block 0 of the same model
+    w = tiny_gpt2_from_conf().transformer.h[0].attn.c_attn.weight
+    assert svd[7] == pytest.approx(loda_mod.approximate(w, "svd", rank=8)[1]["energy"], rel=1e-12)
+    keep = loda_mod.approximate(w, "sparse", keep=0.4)[1]["energy"]
+    assert out["paper_points"]["magnitude"]["0.4"] == pytest.approx(keep, rel=1e-12)
+    # the same curves from a saved checkpoint (HF layout)
+    tiny_gpt2_from_conf().save_pretrained(tmp_path / "ckpt")
+    again = main(["--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "f.json")])
+    assert again["svd"] == out["svd"] and again["magnitude"] == out["magnitude"]
+
+
+def tiny_gpt2_from_conf():
+    from models import hf
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg("model=tiny_gpt2")
+    return hf.build_model(cfg.model, None, hf.build_tokenizer(cfg.model, []))
