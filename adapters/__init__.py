@@ -4,7 +4,7 @@ Each module has a `Config` dataclass (validated in `__post_init__`) and
 `apply(model, cfg, targets, heads, generator) -> adapters.base.Method`.
 """
 
-from adapters import ft, loda, lora
+from adapters import bottleneck, ft, loda, lora, prefix
 
 METHODS = {
     "ft": ft,
@@ -18,4 +18,7 @@ METHODS = {
     "r_loda_plus": loda,  # LoDA+ on a rank-R truncated SVD of W_proj
     "s_loda": loda,  # LoDA on a magnitude-sparsified W_proj
     "s_loda_plus": loda,  # LoDA+ on a magnitude-sparsified W_proj
+    "adapter_h": bottleneck,  # Houlsby adapters: after attention and after the MLP
+    "adapter_l": bottleneck,  # Lin et al. adapter: one per block after the MLP, with LayerNorm
+    "prefix": prefix,  # prefix-layer tuning (PreLayer) through PEFT
 }

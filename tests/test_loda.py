@@ -367,3 +367,105 @@ def tiny_gpt2_from_conf():
 
     cfg = make_cfg("model=tiny_gpt2")
     return hf.build_model(cfg.model, None, hf.build_tokenizer(cfg.model, []))
+
+
+# --- baselines of the LoDA table: Adapter^H, Adapter^L, PreLayer ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, over, count",
+    [
+        ("adapter_l", ("method.bottleneck=6",), 368_784),  # 0.37M
+        ("adapter_l", ("method.bottleneck=224",), 11_089_152),  # 11.09M
+        ("adapter_h", ("method.bottleneck=112",), 11_064_576),  # 11.06M (quoted 11.09M: no integer m)
+        ("prefix", ("method.num_virtual_tokens=7",), 344_064),  # 0.34M (quoted 0.35M: no integer p)
+    ],
+)
+def test_gpt2_medium_baseline_counts(name, over, count):
+    method = apply(gpt2_medium_meta(), name, over=over)
+    counts = method.param_counts()
+    assert counts["method_trainable"] == counts["method_inference"] == count
+    assert counts["head"] == 2 * 1024
+    m = int(over[0].split("=")[1])  # Hu et al.'s formula L_adpt·(2dm + m + d) + 2·L_LN·d; prefix p·2·L·d
+    formula = {
+        "adapter_l": 24 * (2 * 1024 * m + m + 1024) + 2 * 24 * 1024,
+        "adapter_h": 48 * (2 * 1024 * m + m + 1024),
+        "prefix": m * 2 * 24 * 1024,
+    }
+    assert formula[name] == count
+
+
+def test_yaml_defaults_are_the_table_sizes():
+    assert method_cfg("adapter_l").bottleneck == 6 and method_cfg("adapter_h").bottleneck == 112
+    assert method_cfg("prefix").num_virtual_tokens == 7
+
+
+@pytest.mark.parametrize("name", ["adapter_h", "adapter_l"])
+def test_adapters_are_identity_at_init_and_follow_the_equation(name, batch):
+    model = tiny_gpt2()
+    before = model(**batch).logits
+    method = apply(model, name, over=("method.bottleneck=5",))
+    assert torch.equal(model(**batch).logits, before)
+    hooked = model.transformer.h[1] if name == "adapter_l" else model.transformer.h[1].mlp.c_proj
+    ad = hooked.adapter
+    with torch.no_grad():
+        ad.up.weight.normal_()
+        ad.up.bias.normal_()
+    x = torch.randn(2, 4, 32) if name == "adapter_l" else torch.randn(2, 4, 128)
+    with torch.no_grad():
+        hooks = dict(hooked._forward_hooks)
+        hooked._forward_hooks.clear()  # the bare module, to compare with
+        h = hooked(x)
+        hooked._forward_hooks.update(hooks)
+        n = F.layer_norm(h, (32,), ad.norm.weight, ad.norm.bias) if name == "adapter_l" else h
+        want = h + F.linear(torch.relu(F.linear(n, ad.down.weight, ad.down.bias)), ad.up.weight, ad.up.bias)
+        torch.testing.assert_close(hooked(x), want)
+    assert (model(**batch).logits - before).abs().max() > 1e-4
+    assert len([m for m in model.modules() if m.__class__.__name__ == "Bottleneck"]) == (
+        2 if name == "adapter_l" else 4
+    )
+    assert method.extra_counts()["adapters"] == (2 if name == "adapter_l" else 4)
+
+
+def test_prefix_trains_key_value_prefixes_through_peft(batch):
+    model = tiny_gpt2()
+    before = model(**batch).logits
+    method = apply(model, "prefix", over=("method.num_virtual_tokens=3",))
+    peft_model = method.model
+    enc = peft_model.prompt_encoder["default"].embedding.weight
+    assert enc.shape == (3, 2 * 2 * 32) and enc.requires_grad
+    out = peft_model(**batch, labels=torch.tensor([0, 1, 0]))
+    assert (out.logits - before).abs().max() > 1e-4  # the prefix enters every layer's attention
+    out.loss.backward()
+    assert enc.grad is not None and enc.grad.abs().sum() > 0
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_encoder.default.embedding.weight", *method.head}
+    assert method.head == ["base_model.score.modules_to_save.default.weight"]
+
+
+def test_bad_baseline_values_raise_named_errors():
+    for name, over, message in [
+        ("adapter_h", "method.bottleneck=0", "bottleneck"),
+        ("adapter_l", "method.activation=swish", "activation"),
+        ("prefix", "method.num_virtual_tokens=0", "num_virtual_tokens"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            method_cfg(name, over)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adapter_h", "adapter_l", "prefix"])
+def test_baselines_run_end_to_end_on_tiny_gpt2_glue(name, cfg_factory, glue_dir):
+    rec = run(
+        cfg_factory(
+            "model=tiny_gpt2",
+            "task=glue/rte",
+            f"task.data_dir={glue_dir}",
+            "task.max_train_samples=64",
+            "task.max_eval_samples=64",
+            "train.epochs=1",
+            f"method={name}",
+        )
+    )
+    assert rec["status"] == "success" and rec["params"]["method_trainable"] > 0
+    assert "diagnostics" not in rec
