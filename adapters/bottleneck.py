@@ -105,7 +105,10 @@ def apply(
 ) -> Method:
     """Adds an adapter after every module matching `cfg.modules` (model.target_modules is not used)."""
     head_names = freeze_all_but(model, match_modules(model, heads, "head"))
-    found = match_modules(model, cfg.modules, "adapter")
+    try:
+        found = match_modules(model, cfg.modules, "adapter")
+    except ConfigError as e:  # the patterns live in the method YAML (GPT-2's by default)
+        raise ConfigError(f"method.modules: {e}; set method.modules for this model") from None
     adapters = {}
     for name, module in found.items():
         d, like = _width(module)
