@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method, freeze_all_but, match_modules
+from adapters.base import ConfigError, Method, compile_pattern, freeze_all_but, match_modules
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -105,10 +105,16 @@ def apply(
 ) -> Method:
     """Adds an adapter after every module matching `cfg.modules` (model.target_modules is not used)."""
     head_names = freeze_all_but(model, match_modules(model, heads, "head"))
-    try:
-        found = match_modules(model, cfg.modules, "adapter")
-    except ConfigError as e:  # the patterns live in the method YAML (GPT-2's by default)
-        raise ConfigError(f"method.modules: {e}; set method.modules for this model") from None
+    found = {}
+    for pattern in cfg.modules:  # the patterns live in the method YAML (GPT-2's by default)
+        regex = compile_pattern(pattern, "adapter")
+        hits = {n: m for n, m in model.named_modules() if n and regex.fullmatch(n)}
+        if not hits:
+            raise ConfigError(
+                f"method.modules pattern {pattern!r} matches no module of {type(model).__name__} "
+                f"(the defaults are GPT-2's); set method.modules to this model's module names"
+            )
+        found.update(hits)
     adapters = {}
     for name, module in found.items():
         d, like = _width(module)

@@ -338,6 +338,7 @@ def test_loda_with_reg_weight_is_a_recorded_combination(cfg_factory, glue_dir):
 # --- Appendix A.1 energy curves -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_energy_curves_from_weights_alone_match_the_recorded_energies(tmp_path):
     from scripts.energy_curves import main
 
@@ -451,6 +452,10 @@ def test_bad_baseline_values_raise_named_errors():
     ]:
         with pytest.raises(ConfigError, match=message):
             method_cfg(name, over)
+    with pytest.raises(ConfigError, match="set method.modules to this model's module names"):
+        apply(nn.Sequential(nn.Linear(4, 4)), "adapter_l", heads=())
+    with pytest.raises(ConfigError, match="no PEFT task type"):
+        apply(nn.Sequential(nn.Linear(4, 4)), "prefix", heads=())
 
 
 @pytest.mark.slow
