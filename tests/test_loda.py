@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from transformers import GPT2Config
 
 from adapters import METHODS
 from adapters import loda as loda_mod
@@ -442,6 +443,21 @@ def test_prefix_trains_key_value_prefixes_through_peft(batch):
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable == {"prompt_encoder.default.embedding.weight", *method.head}
     assert method.head == ["base_model.score.modules_to_save.default.weight"]
+
+
+def test_prefix_on_a_causal_lm_trains_and_beam_decodes():
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=101))
+    method = apply(lm, "prefix", heads=(), over=("method.num_virtual_tokens=3",))
+    assert method.param_counts()["method_trainable"] == 3 * 2 * 2 * 32 and method.head == []
+    x = torch.randint(1, 101, (2, 5), generator=torch.Generator().manual_seed(0))
+    out = method.model(input_ids=x, attention_mask=torch.ones_like(x), labels=x)
+    out.loss.backward()
+    assert method.model.prompt_encoder["default"].embedding.weight.grad.abs().sum() > 0
+    gen = method.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=4, num_beams=2)
+    assert gen.shape == (2, 9)
 
 
 def test_bad_baseline_values_raise_named_errors():
