@@ -2,6 +2,9 @@
 
     y = W x + (α/R) · B A x,  A random, B = 0, W frozen; target modules from the model config.
 
+Targets are whole modules (regexes) or blocks of a fused projection (adapters/placement.py: GPT-2's
+q and v inside `c_attn`, each with its own A, B).
+
 R-LoRA adds the orthogonality regularizer (`reg_weight` > 0; adapters/orthogonal.py), GM-LoRA the
 gradient mask (`mask_directions` or `mask_fraction`; adapters/masking.py), RM-LoRA both. They are one
 implementation with different defaults (conf/method/{lora,r_lora,gm_lora,rm_lora}.yaml), so
