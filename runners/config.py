@@ -33,6 +33,8 @@ MODEL_KEYS = (
     "config",
     "init_seed",
     "target_modules",
+    "placement",  # name of the `placements` entry that fills target_modules (conf/model/gpt2.yaml)
+    "placements",
     "head_modules",
     "width",
     "depth",
