@@ -61,7 +61,9 @@ class Config:
                 "method=r_lora|gm_lora|rm_lora|sora"
             )
         if self.init_r < 1 or self.target_r < 1:
-            raise ConfigError(f"method.init_r and method.target_r must be >= 1, got {self.init_r}, {self.target_r}")
+            raise ConfigError(
+                f"method.init_r and method.target_r must be >= 1, got {self.init_r}, {self.target_r}"
+            )
         if self.target_r > self.init_r:
             raise ConfigError(
                 f"method.target_r={self.target_r} > method.init_r={self.init_r}: AdaLoRA only prunes; "

@@ -86,7 +86,9 @@ def write_peft(folder: Path, config: dict, tensors: dict[str, torch.Tensor]) -> 
     out.mkdir(parents=True, exist_ok=True)
     config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
     cpu = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(out / "adapter_model.safetensors", lambda tmp: save_file(cpu, tmp, metadata={"format": "pt"}))
+    atomic_write(
+        out / "adapter_model.safetensors", lambda tmp: save_file(cpu, tmp, metadata={"format": "pt"})
+    )
     text = json.dumps(config, indent=2, sort_keys=True, default=str)
     atomic_write(out / "adapter_config.json", lambda tmp: Path(tmp).write_text(text))
     return out

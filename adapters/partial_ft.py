@@ -12,7 +12,7 @@ A pattern is either
   `c_attn` (weight d × 3d, columns [q | k | v]), so FT^{Wq,Wv} is `dim: 1, parts: 3, keep: [0, 2]`.
 
 Slices are a **split**, not a gradient mask: the tensor is replaced by one trainable Parameter per
-kept block (`<name>__part<i>`) and a frozen buffer per other block, concatenated back before every
+block (`<name>__part<i>`; only kept blocks have requires_grad), concatenated back before every
 forward. So the frozen blocks cannot move under weight decay or momentum, the runner's optimizer,
 clipping and counters see exactly the trained entries, and # T is the plain parameter count
 (GPT-2 medium: 2 · 1024² · 24 = 50,331,648 = "48.00M" in units of 2^20). `merge_splits(model)`
@@ -72,7 +72,9 @@ def check_patterns(patterns, pattern_set: str = "") -> None:
 def validate(method_cfg, model_cfg: dict) -> None:
     """Called before any model is built: the selected pattern set must exist and be well formed."""
     patterns = method_cfg.get("patterns") if isinstance(method_cfg, dict) else method_cfg.patterns
-    pattern_set = method_cfg.get("pattern_set", "") if isinstance(method_cfg, dict) else method_cfg.pattern_set
+    pattern_set = (
+        method_cfg.get("pattern_set", "") if isinstance(method_cfg, dict) else method_cfg.pattern_set
+    )
     if not patterns and pattern_set and pattern_set not in (model_cfg.get("partial_ft") or {}):
         raise ConfigError(
             f"model {model_cfg.get('name')!r} defines no partial_ft.{pattern_set}; add "
@@ -95,7 +97,7 @@ class _Split:
 
 
 def _split(model: nn.Module, name: str, dim: int, parts: int, keep: list[int]) -> list[str]:
-    """Replaces parameter `name` by per-block Parameters (kept) and buffers (frozen)."""
+    """Replaces parameter `name` by per-block Parameters (trainable if kept, else frozen)."""
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name)
     tensor = getattr(module, attr)
@@ -106,11 +108,9 @@ def _split(model: nn.Module, name: str, dim: int, parts: int, keep: list[int]) -
     trained = []
     for i, block in enumerate(blocks):
         part = f"{attr}__part{i}"
+        module.register_parameter(part, nn.Parameter(block.clone(), requires_grad=i in keep))
         if i in keep:
-            module.register_parameter(part, nn.Parameter(block.clone()))
             trained.append(f"{module_name}.{part}")
-        else:
-            module.register_buffer(part, block.clone())
     hook = _Split(attr, dim, parts)
     module._partial_ft_split = getattr(module, "_partial_ft_split", []) + [
         (hook, module.register_forward_pre_hook(hook))
@@ -128,7 +128,6 @@ def merge_splits(model: nn.Module) -> None:
             for i in range(hook.parts):
                 part = f"{hook.attr}__part{i}"
                 module._parameters.pop(part, None)
-                module._buffers.pop(part, None)
             if hook.attr in module.__dict__:
                 del module.__dict__[hook.attr]
             module.register_parameter(hook.attr, nn.Parameter(full))

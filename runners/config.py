@@ -35,6 +35,7 @@ MODEL_KEYS = (
     "init_seed",
     "target_modules",
     "head_modules",
+    "partial_ft",  # partial fine-tuning sets (adapters/partial_ft.py)
     "width",
     "depth",
 )
