@@ -227,11 +227,21 @@ def apply(
     for n in head_names:  # PEFT froze everything but its own factors
         params[n].requires_grad_(True)
     views = {n: AdaLoraView(model.get_submodule(n)) for n in found}
+    for v in views.values():  # α / ranknum is a constant (PEFT leaves it trainable on the meta device)
+        v.layer.ranknum[ADAPTER].requires_grad_(False)
     method = Method(name=cfg.name, model=model, lowrank=dict(views), head=head_names)
     hook = RankBudget(peft_model, views, cfg, method)
 
     def ranks() -> dict[str, int]:
-        return {n: v.kept() for n, v in views.items()}
+        """Kept triplets per module: the allocator's rank pattern (before any allocation: init_r)."""
+        pattern = hook.peft_config.rank_pattern
+        if hook.pruned or not pattern:
+            return {n: v.rank for n, v in views.items()}
+        kept = {}
+        for n in views:
+            mask = pattern.get(f"{n}.lora_E.{ADAPTER}", pattern.get(f"{n}.lora_E"))
+            kept[n] = int(sum(mask))
+        return kept
 
     def extra_counts() -> dict:
         now = ranks()

@@ -149,6 +149,11 @@ class SoraLinear(nn.Module):
         return lora
 
 
+def _nnz(gate: torch.Tensor) -> int:
+    """Nonzero gates (on the meta device, used for counting shapes: all, as at initialisation)."""
+    return gate.numel() if gate.is_meta else int((gate != 0).sum())
+
+
 class GateStep(StepHook):
     """The gates' own Adam step, then soft-thresholding at ξ; removes zero ranks in `finish`."""
 
@@ -183,7 +188,7 @@ class GateStep(StepHook):
         """Physically removes zero-gated ranks (outputs unchanged: B·diag(g) folded into B)."""
         if self.removed:
             return
-        self.ranks = {n: int((m.sora_gate != 0).sum()) for n, m in self.method.lowrank.items()}
+        self.ranks = {n: _nnz(m.sora_gate) for n, m in self.method.lowrank.items()}
         plain = inject(self.method.model, dict(self.method.lowrank), lambda n, m: m.remove_zero_ranks())
         self.method.lowrank.clear()
         self.method.lowrank.update({n: m for n, m in plain.items() if isinstance(m, LowRankLinear)})
@@ -228,7 +233,7 @@ def apply(
     def ranks() -> dict[str, int]:
         if hook.removed:
             return hook.ranks
-        return {n: int((m.sora_gate != 0).sum()) for n, m in method.lowrank.items()}
+        return {n: _nnz(m.sora_gate) for n, m in method.lowrank.items()}
 
     def inference() -> int:
         return sum(k * sum(shapes[n]) for n, k in ranks().items())
