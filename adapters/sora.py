@@ -46,6 +46,7 @@ class Config:
     init: str = "kaiming"
     init_std: float = 0.02
     sparse_lambda: float = 0.005  # ξ: soft-threshold per gate step; larger = sparser
+    xi_per_task: dict | None = None  # the YAML's per-task table that `sparse_lambda` is looked up in
     gate_lr: float = 1e-3  # lr of the gates' own Adam
     gate_betas: tuple[float, float] = (0.9, 0.999)
     gate_eps: float = 1e-8

@@ -618,3 +618,13 @@ def test_gpt2_medium_lowrank_counts_standard_placement(name, over, per_rank_extr
     method = METHODS[name].apply(model, cfg, list(m.target_modules), [], torch.Generator().manual_seed(0))
     r = over.get("rank", over.get("init_r"))
     assert method.param_counts()["trainable"] == 24 * r * (16_384 + 4 * per_rank_extra)
+
+
+def test_sora_xi_per_task_from_table4_and_negative_xi_refused():
+    assert method_cfg("sora", "tiny_deberta").sparse_lambda == 0.005  # no GLUE task: default
+    cfg = make_cfg("method=sora", "model=tiny_deberta", "task=glue/qnli")
+    assert cfg.method.sparse_lambda == 0.0001
+    assert make_cfg("method=sora", "model=tiny_deberta", "task=glue/wnli").method.sparse_lambda == 0.01
+    with pytest.raises(ConfigError, match="sparse_lambda") as e:
+        method_cfg("sora", sparse_lambda=-0.1)
+    assert "\n" not in str(e.value)
