@@ -15,6 +15,7 @@ d_in × d_out), and the wrapper is replaced by the base layer: one dense model, 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from collections import Counter
@@ -47,9 +48,11 @@ def _plain_lora(name: str, module) -> object:
 
 
 def peft_lora(method: Method, folder: Path, dropout: float = 0.0) -> Path:
-    """Writes `<folder>/peft/{adapter_config.json, adapter_model.safetensors}`; returns that folder."""
-    from peft import LoraConfig
+    """Writes `<folder>/peft/{adapter_config.json, adapter_model.safetensors}`; returns that folder.
 
+    The config names only the fields that matter (PEFT fills the rest with `LoraConfig` defaults on
+    load), so exporting needs no `import peft` (seconds per run); a test loads it with PEFT.
+    """
     modules = {n: _plain_lora(n, m) for n, m in method.lowrank.items()}
     if not modules:
         raise ConfigError("nothing to export: the method has no low-rank modules (every rank removed?)")
@@ -60,17 +63,25 @@ def peft_lora(method: Method, folder: Path, dropout: float = 0.0) -> Path:
     conv = {isinstance(m.base, Conv1D) for m in modules.values()} if Conv1D else {False}
     if len(conv) > 1:
         raise ConfigError("PEFT needs one fan_in_fan_out per adapter: do not mix Linear and Conv1D targets")
-    config = LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=sorted(modules),
-        modules_to_save=head_modules(method) or None,
-        rank_pattern={re.escape(n): k for n, k in ranks.items() if k != r},
-        alpha_pattern={re.escape(n): a for n, a in alphas.items() if a != alpha},
-        fan_in_fan_out=conv.pop(),
-        bias="none",
-    )
+    config = {
+        "peft_type": "LORA",
+        "peft_version": _peft_version(),
+        "task_type": None,
+        "base_model_name_or_path": None,
+        "inference_mode": True,
+        "r": r,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": sorted(modules),
+        "modules_to_save": head_modules(method) or None,
+        "rank_pattern": {re.escape(n): k for n, k in ranks.items() if k != r},
+        "alpha_pattern": {re.escape(n): a for n, a in alphas.items() if a != alpha},
+        "fan_in_fan_out": conv.pop(),
+        "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+    }
     tensors = {}
     for n, m in modules.items():
         tensors[f"base_model.model.{n}.lora_A.weight"] = m.lora_A.detach()
@@ -78,7 +89,14 @@ def peft_lora(method: Method, folder: Path, dropout: float = 0.0) -> Path:
     params = dict(method.model.named_parameters())
     for n in method.head:
         tensors[f"base_model.model.{n}"] = params[n].detach()
-    return write_peft(folder, config.to_dict(), tensors)
+    return write_peft(folder, config, tensors)
+
+
+def _peft_version() -> str | None:
+    try:
+        return importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def write_peft(folder: Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:

@@ -628,3 +628,38 @@ def test_sora_xi_per_task_from_table4_and_negative_xi_refused():
     with pytest.raises(ConfigError, match="sparse_lambda") as e:
         method_cfg("sora", sparse_lambda=-0.1)
     assert "\n" not in str(e.value)
+
+
+class _Fused(torch.nn.Module):
+    """Stands in for a wrapper whose factors are not a plain LoRA but that has an equivalent one."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def peft_equivalent(self):
+        return self.inner
+
+
+def test_export_uses_peft_equivalent_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3)).eval()
+
+    model = net()
+    cfg = typed(METHODS["lora"].Config, {"rank": 2}, "method")
+    method = METHODS["lora"].apply(model, cfg, ["0"], ["2"], torch.Generator().manual_seed(0))
+    perturb(method)
+    model[0] = _Fused(model[0])
+    method.lowrank["0"] = model[0]
+    x = torch.randn(4, 6)
+    method.exporter(tmp_path)
+    loaded = PeftModel.from_pretrained(net(), str(tmp_path / "peft")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-6)
+        assert (model(x) - net()(x)).abs().max() > 1e-3
