@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from adapters.base import ConfigError
-from runners.config import ROOT, check_overrides
+from runners.config import ROOT, check_overrides, options
 from runners.train import run
 from tasks.base import DataError
 
@@ -109,7 +109,7 @@ def test_failed_run_writes_a_failed_record(cfg_factory, tmp_path):
             DataError,
             "missing GLUE file /nonexistent/RTE",
         ),
-        (("method.name=nope",), ConfigError, "unknown method 'nope'; valid: ft, gm_lora, lora"),
+        (("method.name=nope",), ConfigError, "unknown method 'nope'; valid: adalora, ft, ft_qv"),
     ],
 )
 def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory, capsys):
@@ -121,7 +121,7 @@ def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory,
 @pytest.mark.parametrize(
     ("arg", "message"),
     [
-        ("method=nope", "unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"),
+        ("method=nope", "unknown method 'nope'; valid: adalora, ft, ft_qv"),
         ("task=glue/nope", "unknown task 'glue/nope'; valid: glue/cola"),
         ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
         ("method=lora,nope", "unknown method 'nope'"),
@@ -136,7 +136,7 @@ def test_command_line_error_is_one_line():
     out = subprocess.run([sys.executable, "run.py", "method=nope"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"
+        f"error: unknown method 'nope'; valid: {', '.join(options('method'))}"
     ]
 
 
