@@ -552,18 +552,23 @@ FNN = ("task.n_train=512", "task.n_test=256", "train.epochs=4")
     [
         ("adalora", ("method.init_r=8", "method.target_r=4", "method.tinit=4", "method.tfinal=4")),
         ("sora", ("method.rank=8", "method.sparse_lambda=0.02")),
+        ("ft_qv", ("method.patterns=['layers\\.(1|2)\\.weight']", "train.lr=1e-2")),
     ],
 )
-def test_adalora_and_sora_learn_the_synthetic_task(name, over, cfg_factory):
+def test_baselines_learn_the_synthetic_task(name, over, cfg_factory):
     rec = run(cfg_factory(f"method={name}", *FNN, *over))
     history = rec["metrics"]["history"]
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
     p = rec["params"]
-    assert p["inference"] < p["trainable"]  # pruned / removed ranks
     if name == "adalora":
         assert p["rank_budget"] == p["target_budget"] == 4 * 4 and p["pruned"]
-    else:
+        assert p["inference"] < p["trainable"]  # pruned triplets
+    elif name == "sora":
         assert 0 < p["gate_sparsity"] < 1 and p["gates_removed"]
+        assert p["inference"] < p["trainable"]  # removed ranks
+    else:  # partial FT by a pattern: exactly the chosen weights trained and were saved
+        assert set(load_file(rec["weights"])) == {"layers.1.weight", "layers.2.weight"}
+        assert p["trainable"] == p["inference"] == 2 * 32 * 32
 
 
 @pytest.mark.slow
