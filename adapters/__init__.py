@@ -4,7 +4,7 @@ Each module has a `Config` dataclass (validated in `__post_init__`) and
 `apply(model, cfg, targets, heads, generator) -> adapters.base.Method`.
 """
 
-from adapters import bottleneck, ft, loda, lora, prefix
+from adapters import adalora, bottleneck, ft, loda, lora, partial_ft, prefix, sora
 
 METHODS = {
     "ft": ft,
@@ -21,4 +21,8 @@ METHODS = {
     "adapter_h": bottleneck,  # Houlsby adapters: after attention and after the MLP
     "adapter_l": bottleneck,  # Lin et al. adapter: one per block after the MLP, with LayerNorm
     "prefix": prefix,  # prefix-layer tuning (PreLayer) through PEFT
+    "adalora": adalora,  # HF PEFT AdaLoRA with the run's total_step and rank allocation every step
+    "sora": sora,  # gated LoRA, proximal gate step, zero ranks removed at the end
+    "ft_qv": partial_ft,  # FT^{Wq,Wv}: q and v projections fully (model.partial_ft.qv)
+    "ft_top2": partial_ft,  # FT^Top2: the last two blocks (model.partial_ft.top2)
 }

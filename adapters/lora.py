@@ -109,4 +109,7 @@ def apply(
         )
     if cfg.directions is not None:
         method.hooks.append(DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode))
+    from adapters import export  # late: export imports peft
+
+    method.exporter = lambda folder: export.peft_lora(method, folder, cfg.dropout)
     return method
