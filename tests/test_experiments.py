@@ -28,23 +28,7 @@ from tasks import TASKS
 
 # name -> the branch that adds it (the lead deletes an entry after merging that branch)
 PENDING = {
-    "method": {
-        **dict.fromkeys(["adalora", "sora", "ft_qv", "ft_top2"], "baselines"),
-        **dict.fromkeys(
-            [
-                "loda",
-                "loda_plus",
-                "r_loda",
-                "r_loda_plus",
-                "s_loda",
-                "s_loda_plus",
-                "adapter_h",
-                "adapter_l",
-                "prefix",
-            ],
-            "loda",
-        ),  # fmt: skip
-    },
+    "method": {},
     "task": {
         **dict.fromkeys(["squad", "e2e", "dart"], "nlgqa"),
         **dict.fromkeys(["cifar100", "food101"], "vision"),
