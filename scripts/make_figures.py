@@ -50,7 +50,8 @@ PANELS = (
     ("train_acc", "train accuracy (%)", True),
     ("gen_error", "generalization error (train − test acc, %)", True),
 )
-LABELS = {"ft": "Full FT", "lora": "LoRA", "gm_lora": "GM-LoRA", "r_lora": "R-LoRA", "rm_lora": "RM-LoRA"}
+LABELS = {"ft": "Full FT", "lora": "LoRA", "gm_lora": "GM-LoRA", "r_lora": "R-LoRA", "rm_lora": "RM-LoRA",
+          "adalora": "AdaLoRA", "sora": "SoRA"}  # fmt: skip
 
 
 def _num(d, *names):
@@ -136,11 +137,14 @@ def plot_figure(lines: dict[str, list[dict]], title: str, path: Path, split: str
             xs, m, lo, hi = mean_band([c[key] for c in per_seed])
             if not xs:
                 continue
-            ax.plot(xs, m, ls, color=color, label=f"{label} (n={len(recs)})", lw=1.6)
+            ax.plot(xs, m, ls, color=color, label=f"{label} (n={len(recs)})", lw=1.6, marker="o", ms=3)
             ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
+    from matplotlib.ticker import MaxNLocator
+
     for ax, (_, ylabel, _) in zip(axes, PANELS):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(ylabel.split(" (")[0])
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -13,8 +13,8 @@ the paper's value, and Δ = ours − paper. Per column the best of our means is 
   named in the footer.
 * std: sample std (ddof = 1) over seeds; with n = 1 it is not defined and shown as "n=1".
 * Significance vs LoRA at the same rank: Welch's two-sample t-test (`scipy.stats.ttest_ind`,
-  `equal_var=False`), two-sided; assumes independent seeds and roughly normal scores. `*` p < 0.05,
-  `**` p < 0.01. With 3 seeds per side (df ≈ 2–4) only differences of several stds register: a missing
+  `equal_var=False`), two-sided; assumes independent seeds and roughly normal scores. `†` p < 0.05,
+  `‡` p < 0.01 (not `*`, which Markdown reads as emphasis). With 3 seeds per side (df ≈ 2–4) only differences of several stds register: a missing
   mark means "not shown", never "equal". No correction for the many cells tested.
 * "Within the paper's ±std": |ours − paper| ≤ paper std + half a unit of the column's printed precision
   (the paper's std is rounded, ±.0 means < .05); tables that print only a bound (RM-LoRA Table 1:
@@ -191,17 +191,24 @@ def build(table: Table, model: str, records: list[dict], excluded: list[dict], s
 
 
 def _params(recs: list[dict], table: Table) -> str:
+    """'T/I' in the table's unit; a min–max range where runs differ (task heads, vocabularies, AdaLoRA's # I)."""
     t_key, i_key = (
         ("trainable", "inference") if table.params_head else ("method_trainable", "method_inference")
     )
-    shown = Counter()
+    ts, is_ = [], []
     for r in recs:
         p = r.get("params") or {}
         if isinstance(p.get(t_key), (int, float)) and isinstance(p.get(i_key), (int, float)):
-            shown[f"{_count(p[t_key], table)}/{_count(p[i_key], table)}"] += 1
-    return (
-        "; ".join(s for s, _ in shown.most_common()) if shown else ""
-    )  # several: differ by task (head, vocab)
+            ts.append(p[t_key])
+            is_.append(p[i_key])
+    if not ts:
+        return ""
+
+    def span(xs):
+        lo, hi = _count(min(xs), table), _count(max(xs), table)
+        return lo if lo == hi else f"{lo.removesuffix(table.param_unit_name)}–{hi}"
+
+    return f"{span(ts)}/{span(is_)}"
 
 
 def _count(n: float, table: Table) -> str:
@@ -220,7 +227,7 @@ def fnum(x: float | None, digits: int, signed: bool = False) -> str:
 def mark(p: float | None) -> str:
     if p is None:
         return ""
-    return "**" if p < 0.01 else "*" if p < 0.05 else ""
+    return "‡" if p < 0.01 else "†" if p < 0.05 else ""
 
 
 def within(cell: Cell, col: Column, table: Table) -> bool | None:
@@ -273,7 +280,7 @@ def footer(table: Table, built: dict, model: str, select: str) -> list[str]:
     lines = [
         f"Model: `{model}`. Cells: {'best' if select == 'best' else 'final'} epoch of each run, mean ± sample "
         f"std over seeds (n = number of seeds). Bold: best of our means per column.",
-        f"Significance vs LoRA at the same rank: {TEST_NAME}; * p < 0.05, ** p < 0.01. With 3 seeds per side "
+        f"Significance vs LoRA at the same rank: {TEST_NAME}; † p < 0.05, ‡ p < 0.01. With 3 seeds per side "
         "the test detects only differences of several standard deviations; no mark does not mean no difference.",
         f"Records used: {len(used)} runs; filled cells: {sum(c.n > 0 for c in cells)} of {len(cells)}.",
         *table.notes,
@@ -288,12 +295,19 @@ def footer(table: Table, built: dict, model: str, select: str) -> list[str]:
     return lines
 
 
+def _bold_md(text: str) -> str:
+    """Bold the value, not the significance mark after it (else '**...****')."""
+    core = text.rstrip("†‡")
+    return f"**{core}**{text[len(core) :]}"
+
+
 def markdown(table: Table, built: dict, model: str, select: str) -> str:
     h = header(table)
     lines = [f"# {table.title}", "", "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
     for texts, bold in grid(table, built):
+        texts = [t.replace("|", "\\|") for t in texts]  # a literal | would split the cell
         lines.append(
-            "| " + " | ".join(f"**{t}**" if b and t != "—" else t for t, b in zip(texts, bold)) + " |"
+            "| " + " | ".join(_bold_md(t) if b and t != "—" else t for t, b in zip(texts, bold)) + " |"
         )
     lines += [""] + [f"- {line}" for line in footer(table, built, model, select)]
     return "\n".join(lines) + "\n"
@@ -302,7 +316,7 @@ def markdown(table: Table, built: dict, model: str, select: str) -> str:
 TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
        "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}"}  # fmt: skip
 TEX_UNI = {"Δ": r"$\Delta$", "‖": r"$\|$", "ᵀ": r"$^\top$", "−": "-", "²": r"$^2$", "→": r"$\to$",
-           "±": r"$\pm$", "↳": r"$\hookrightarrow$", "—": "--", "≤": r"$\leq$"}  # fmt: skip
+           "±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "↳": r"$\hookrightarrow$", "—": "--", "≤": r"$\leq$"}  # fmt: skip
 
 
 def tex(s: str) -> str:

@@ -137,7 +137,8 @@ def test_welch_p_value_matches_hand_computation(glue_runs, tmp_path):
     assert float(t[("RM-LoRA R=4", "p_vs_lora")]["cola"]) == pytest.approx(p, rel=1e-9)
     assert p < 0.05  # 0.71 vs 0.62 with stds .01/.02: a large effect even for n=3
     md = (out / "rm_table1_glue_smoke.md").read_text()
-    assert "0.710 ± 0.010 (n=3)*" in md and "Welch" in md
+    mark = "‡" if p < 0.01 else "†"
+    assert f"0.710 ± 0.010 (n=3)**{mark}" in md and "Welch" in md
     assert t[("LoRA R=4", "p_vs_lora")]["cola"] == ""  # the baseline itself is not tested
 
 
@@ -145,7 +146,7 @@ def test_welch_edge_cases():
     assert mt.welch([1.0], [1.0, 2.0]) is None  # n < 2
     assert mt.welch([1.0, 1.0], [1.0, 1.0]) is None  # no variance, same mean
     assert mt.welch([2.0, 2.0], [1.0, 1.0]) == 0.0  # no variance, different means
-    assert mt.mark(0.004) == "**" and mt.mark(0.03) == "*" and mt.mark(0.2) == "" and mt.mark(None) == ""
+    assert mt.mark(0.004) == "‡" and mt.mark(0.03) == "†" and mt.mark(0.2) == "" and mt.mark(None) == ""
 
 
 def test_within_paper_std_and_summary(tmp_path):
