@@ -143,8 +143,14 @@ def plot_figure(lines: dict[str, list[dict]], title: str, path: Path, split: str
             ax.set_ylabel(ylabel)
     from matplotlib.ticker import MaxNLocator
 
+    epochs = sorted(
+        {e for recs in lines.values() for r in recs for c in curves(r, split).values() for e in c}
+    )
     for ax, (_, ylabel, _) in zip(axes, PANELS):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if 0 < len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(ylabel.split(" (")[0])
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
