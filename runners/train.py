@@ -181,6 +181,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         torch.Generator().manual_seed(cfg.seed),  # the masks' own stream
     )
     data = task.on_method(model, method, data)
+    record["task_info"] = task.info()  # how the task ran (e.g. a feature cache), beside the config
     counts_start = method.param_counts()
     record["task_version"] = task.version
 
@@ -325,6 +326,11 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
                 )
                 entry["eval"][split] = task.evaluate(model, loader_, ctx)
             score = entry["eval"][first_eval][task.main_metric]
+            if task.main_metric in entry.get("train", {}):  # train − eval (RM-LoRA's generalization error)
+                train_score = entry["train"][task.main_metric]
+                entry["generalization_gap"] = {
+                    k: train_score - v[task.main_metric] for k, v in entry["eval"].items()
+                }
             if s["best"] is None or sign * score > sign * s["best"]["score"]:
                 s["best"] = {"epoch": epoch, "score": score, "eval": entry["eval"]}
             shown = f"{first_eval} {task.main_metric} {score:.4f}"
