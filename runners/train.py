@@ -243,7 +243,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
 
     for epoch in range(s["epoch"], epochs + 1):
         model.train()
-        tic = time.perf_counter()
+        tic = epoch_tic = time.perf_counter()
         if s["batch"] == 0:
             s["order_state"] = order.get_state()
             acc_state = {
@@ -336,6 +336,8 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
             shown = f"{first_eval} {task.main_metric} {score:.4f}"
         else:
             shown = "(no evaluation this epoch)"
+        # wall seconds of this epoch's training + evaluation, in timing (history stays deterministic)
+        s.setdefault("epoch_s", []).append(time.perf_counter() - epoch_tic)
         s["history"].append(entry)
         print(f"epoch {epoch}/{epochs} step {s['step']}: train loss {entry['train_loss']:.4f} | {shown}")
         s.update(epoch=epoch + 1, batch=0)
@@ -366,6 +368,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         "train_s": s["train_time"],
         "steps": s["step"],
         "samples_per_s": s["seen"] / s["train_time"] if s["train_time"] else None,
+        "epoch_s": s.get("epoch_s", []),
         **_peak_memory(device),
     }
     weights = attempt / "weights.safetensors"
