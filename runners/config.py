@@ -37,6 +37,9 @@ MODEL_KEYS = (
     "head_modules",
     "width",
     "depth",
+    "image_processor",  # vision models (models/hf.py)
+    "placement",  # vision models: which placements entry sets target/head modules
+    "placements",
 )
 
 

@@ -20,8 +20,10 @@ train image (drawn with `task.view_seed`, as the uncached path would draw them) 
 example picks one of its k views uniformly at random (torch's global generator: the run seed).
 `Vision.cache_info` says which, and the run record carries it.
 
-Extraction runs the full model in eval mode (dropout off) without gradients on the model's device;
-features are stored in float32 on the CPU.
+Extraction runs the full model in eval mode (dropout off), without gradients and in float32, on
+`task.cache_device` (auto: CUDA when visible; `on_method` runs before the runner places the model, so
+the model visits that device for the extraction and goes back); features are stored in float32 on
+the CPU.
 """
 
 from __future__ import annotations
@@ -174,6 +176,12 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
         return data
     head = model.get_submodule(scope)
     views = cfg.cache_views
+    home = next(model.parameters()).device
+    device = cfg.cache_device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"task.cache_device={device} but no CUDA device is visible; use auto or cpu")
     policy = (
         {"train_view": "unaugmented"}
         if views == 0
@@ -200,6 +208,7 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
         tensors, source = _load_disk(path), "disk"
     if tensors is None:
         source = "extracted"
+        model.to(device)
         collate = PixelCollate(task.processor)
         tensors = {}
         for name, split in task.splits.items():
@@ -223,6 +232,7 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
             else:
                 tensors[name] = extract(model, head, ImageDataset(split), collate, cfg.cache_batch_size)[None]
             tensors[f"{name}.labels"] = torch.tensor(split.labels)
+        model.to(home)
         if path is not None:
             _save_disk(path, tensors, parts)
     _MEMORY[key] = tensors
@@ -235,6 +245,7 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
         "key": key,
         "source": source,
         "seconds": time.perf_counter() - tic,
+        "device": device if source == "extracted" else None,
         "head_input_of": scope,
         "feature_dim": int(tensors["train"].shape[-1]),
         **policy,

@@ -71,6 +71,7 @@ class Config:
     cache_views: int = 0  # 0: cache the un-augmented train view; k > 0: k augmented views, one drawn per use
     view_seed: int = 0  # draws the k cached augmented views (fixed across run seeds, like the data)
     cache_batch_size: int = 128  # images per forward pass while extracting features
+    cache_device: str = "auto"  # where features are extracted: auto (CUDA if visible) | cpu | cuda[:N]
 
     def __post_init__(self):
         for key, value, valid in (
@@ -87,6 +88,10 @@ class Config:
             raise ConfigError(f"task.crop_padding must be in [0, 0.5), got {self.crop_padding}")
         if self.cache_views < 0 or self.cache_batch_size < 1:
             raise ConfigError("task.cache_views must be >= 0 and task.cache_batch_size >= 1")
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", self.cache_device):
+            raise ConfigError(
+                f"task.cache_device must be auto, cpu, cuda or cuda:N, got {self.cache_device!r}"
+            )
         if self.feature_cache == "disk" and not self.cache_dir:
             raise ConfigError("task.feature_cache=disk needs task.cache_dir (a folder for the feature files)")
         if not self.data_dir and not self.hub_id:
@@ -375,6 +380,17 @@ class Vision(Task):
         train = ImageDataset(self.splits["train"], self.cfg.augment, self.cfg.crop_padding)
         evals = {k: ImageDataset(v) for k, v in self.splits.items() if k != "train"}
         return TaskData(train, evals, PixelCollate(processor))
+
+    def info(self) -> dict:
+        """What training saw: augmentation as applied (the cache changes it) and the cache's facts."""
+        aug, views = self.cfg.augment, self.cfg.cache_views
+        if self.cache_info.get("feature_cache", "off") != "off":
+            aug = (
+                "none (features of the un-augmented train images are cached)"
+                if views == 0
+                else f"{aug} (one of {views} cached augmented views per example, drawn at each use)"
+            )
+        return {"train_augmentation": aug, "feature_cache": self.cache_info, "classes": len(self.classes)}
 
     def on_method(self, model: nn.Module, method, data: TaskData) -> TaskData:
         from tasks.feature_cache import cache_features
