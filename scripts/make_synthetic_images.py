@@ -112,8 +112,8 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--layout", choices=["cifar", "folder"], default="cifar")
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--train-per-class", type=int, default=24)
-    p.add_argument("--test-per-class", type=int, default=12)
+    p.add_argument("--train-per-class", type=int, default=100)
+    p.add_argument("--test-per-class", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     write = write_cifar if a.layout == "cifar" else write_folder
