@@ -233,8 +233,8 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
                 tensors[name] = extract(model, head, ImageDataset(split), collate, cfg.cache_batch_size)[None]
             tensors[f"{name}.labels"] = torch.tensor(split.labels)
         model.to(home)
-        if path is not None:
-            _save_disk(path, tensors, parts)
+    if path is not None and not path.is_file():
+        _save_disk(path, tensors, parts)
     _MEMORY[key] = tensors
     _MEMORY.move_to_end(key)
     while len(_MEMORY) > MEMORY_ENTRIES:

@@ -385,3 +385,53 @@ def test_attention_placement_and_ft_learn_on_the_image_folder_layout(method, cfg
     )
     assert rec["task"] == "food101" and rec["task_info"]["feature_cache"]["feature_cache"] == "off"
     assert rec["metrics"]["final"]["test"]["acc"] > 0.6  # chance: 0.1
+
+
+def test_hub_path_reads_columns_and_class_names(monkeypatch, cfg_factory):
+    import datasets
+
+    names = ["cat", "dog", "emu"]
+    images = [Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)) for i in range(6)]
+    features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=names)})
+    ds = datasets.Dataset.from_dict({"img": images, "fine_label": [0, 1, 2, 0, 1, 2]}, features=features)
+    calls = []
+
+    def load_dataset(hub_id, config, split):
+        calls.append((hub_id, config, split))
+        return ds
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    task = vision.TASK(task_cfg(cfg_factory("task=cifar100", "task.eval_splits=['test[:3]']")))
+    assert calls == [("uoft-cs/cifar100", None, "train"), ("uoft-cs/cifar100", None, "test[:3]")]
+    assert task.classes == names and task.splits["train"].labels == [0, 1, 2, 0, 1, 2]
+    assert np.array_equal(task.splits["train"].load(1), np.full((8, 8, 3), 50, np.uint8))
+    with pytest.raises(DataError, match="no column 'image'"):
+        vision.TASK(task_cfg(cfg_factory("task=food101")))
+
+
+def test_vit_b16_loads_a_local_checkpoint_and_its_processor(tmp_path, cfg_factory, cifar_dir):
+    from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
+
+    # a tiny ViTModel saved like the ImageNet-21k checkpoint (backbone + pooler, no classifier)
+    small = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    base = ViTModel(small)
+    base.save_pretrained(tmp_path / "ckpt")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "ckpt")
+    cfg = cfg_factory(
+        "task=cifar100", "model=vit_b16", f"model.path={tmp_path / 'ckpt'}", f"task.data_dir={cifar_dir}"
+    )
+    task = vision.TASK(task_cfg(cfg))
+    processor = hf.build_tokenizer(cfg.model, [])
+    model = hf.build_model(cfg.model, task.head, processor)
+    assert type(processor).__name__ == "ViTImageProcessorPil" and processor.size.height == 32
+    weight = model.vit.embeddings.patch_embeddings.projection.weight
+    assert torch.equal(weight, base.embeddings.patch_embeddings.projection.weight)  # the backbone was loaded
+    assert model.classifier.out_features == N_CLASSES and model.config.id2label[3] == task.classes[3]
