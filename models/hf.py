@@ -105,6 +105,11 @@ def build_image_processor(cfg):
         ) from e
 
 
+def check_task(model: str, task: str) -> None:
+    if task == "synthetic_fnn":
+        raise ConfigError(f"task=synthetic/fnn adapts a plain ReLU network: use model=fnn, not model={model}")
+
+
 def build_tokenizer(cfg, texts):
     if cfg.get("image_processor") is not None:
         return build_image_processor(cfg)
