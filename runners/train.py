@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, default_collate
 from transformers import get_linear_schedule_with_warmup
@@ -100,7 +101,13 @@ class _Signals:
 
 def run(cfg: DictConfig) -> dict:
     """Trains and evaluates one configuration; returns its record (skips if already done)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:  # e.g. model.placement=foo: ${.placements.${.placement}} fails
+        where = f" (at {e.full_key})" if getattr(e, "full_key", None) else ""
+        raise ConfigError(
+            f"cannot resolve the config: {str(e).splitlines()[0]}{where}; fix the value that key depends on"
+        ) from e
     t = typed(TrainConfig, resolved["train"], "train")
     method_mod = lookup(METHODS, cfg.method.name, "method")
     task_mod = lookup(TASKS, cfg.task.name, "task")
