@@ -435,3 +435,14 @@ def test_vit_b16_loads_a_local_checkpoint_and_its_processor(tmp_path, cfg_factor
     weight = model.vit.embeddings.patch_embeddings.projection.weight
     assert torch.equal(weight, base.embeddings.patch_embeddings.projection.weight)  # the backbone was loaded
     assert model.classifier.out_features == N_CLASSES and model.config.id2label[3] == task.classes[3]
+
+
+def test_unknown_placement_is_a_one_line_config_error(cfg_factory, cifar_dir):
+    with pytest.raises(
+        ConfigError, match=r"placements\.foo\.target_modules' not found \(at model\.target_modules\)"
+    ):
+        run(
+            cfg_factory(
+                "task=cifar100", "model=tiny_vit", f"task.data_dir={cifar_dir}", "model.placement=foo"
+            )
+        )
