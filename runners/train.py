@@ -513,6 +513,9 @@ def summary(record: dict) -> str:
     ]
     if "diagnostics" in record:
         d = record["diagnostics"]
-        lines.append(f"ΔW: mean rank {d['mean_rank']:.2f} | mean ‖ΔWΔWᵀ−I‖²_F {d['mean_orth_loss']:.4g}")
+        floor = f" (floor d_out−R: {d['mean_orth_floor']:.4g})" if "mean_orth_floor" in d else ""
+        lines.append(
+            f"ΔW: mean rank {d['mean_rank']:.2f} | mean ‖ΔWΔWᵀ−I‖²_F {d['mean_orth_loss']:.4g}{floor}"
+        )
     lines.append(f"time: {record['timing']['wall_s']:.1f} s | record: {record.get('record_path', '')}")
     return "\n".join(lines)
