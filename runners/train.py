@@ -188,6 +188,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         heads_for(model_cfg, task.head),
         torch.Generator().manual_seed(cfg.seed),  # the masks' own stream
     )
+    model = method.model  # a method may wrap the model it adapts (e.g. PEFT prompt methods)
     data = task.on_method(model, method, data)
     record["task_info"] = task.info()  # how the task ran (e.g. a feature cache), beside the config
     counts_start = method.param_counts()
