@@ -20,6 +20,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from safetensors.torch import save_file
@@ -37,14 +38,30 @@ def head_modules(method: Method) -> list[str]:
     return sorted({n.rpartition(".")[0] for n in method.head if n.rpartition(".")[0]})
 
 
-def _plain_lora(name: str, module) -> object:
-    if hasattr(module, "peft_equivalent"):
-        module = module.peft_equivalent()
+def _units(method: Method) -> dict[str, nn.Module]:
+    """What PEFT sees as one LoRA each: a fused wrapper (adapters/placement.py) once, whose branches
+    are the `lowrank` entries `<module>.<block>`, else every low-rank module itself."""
+    units = {}
+    for name, module in method.lowrank.items():
+        parent_name = name.rpartition(".")[0]
+        parent = method.model.get_submodule(parent_name) if parent_name else None
+        if parent is not None and hasattr(parent, "peft_equivalent"):
+            units[parent_name] = parent
+        else:
+            units[name] = module
+    return units
+
+
+def _plain_lora(name: str, module) -> SimpleNamespace:
+    """lora_A, lora_B, scaling and whether the base is a Conv1D (PEFT's fan_in_fan_out)."""
     if getattr(module, "sora_gate", None) is not None:
         raise ConfigError(f"{name} still has a SoRA gate; call method.finish() (rank removal) before export")
-    if not all(hasattr(module, k) for k in ("lora_A", "lora_B", "scaling", "base")):
+    conv = bool(Conv1D) and isinstance(getattr(module, "base", None), Conv1D)
+    if hasattr(module, "peft_equivalent"):
+        module = module.peft_equivalent()
+    if not all(hasattr(module, k) for k in ("lora_A", "lora_B", "scaling")):
         raise ConfigError(f"{name} ({type(module).__name__}) is not a plain LoRA; it has no PEFT LoRA form")
-    return module
+    return SimpleNamespace(lora_A=module.lora_A, lora_B=module.lora_B, scaling=module.scaling, conv=conv)
 
 
 def peft_lora(method: Method, folder: Path, dropout: float = 0.0) -> Path:
@@ -53,14 +70,14 @@ def peft_lora(method: Method, folder: Path, dropout: float = 0.0) -> Path:
     The config names only the fields that matter (PEFT fills the rest with `LoraConfig` defaults on
     load), so exporting needs no `import peft` (seconds per run); a test loads it with PEFT.
     """
-    modules = {n: _plain_lora(n, m) for n, m in method.lowrank.items()}
+    modules = {n: _plain_lora(n, m) for n, m in _units(method).items()}
     if not modules:
         raise ConfigError("nothing to export: the method has no low-rank modules (every rank removed?)")
     ranks = {n: int(m.lora_A.shape[0]) for n, m in modules.items()}
     alphas = {n: float(m.scaling) * ranks[n] for n, m in modules.items()}
     r = Counter(ranks.values()).most_common(1)[0][0]
     alpha = Counter(alphas.values()).most_common(1)[0][0]
-    conv = {isinstance(m.base, Conv1D) for m in modules.values()} if Conv1D else {False}
+    conv = {m.conv for m in modules.values()}
     if len(conv) > 1:
         raise ConfigError("PEFT needs one fan_in_fan_out per adapter: do not mix Linear and Conv1D targets")
     config = {
@@ -116,9 +133,10 @@ def write_peft(folder: Path, config: dict, tensors: dict[str, torch.Tensor]) -> 
 def merge(method: Method) -> nn.Module:
     """Folds every low-rank update into its base weight and unwraps it; returns the model."""
     merged = {}
-    for name, m in method.lowrank.items():
-        if hasattr(m, "peft_equivalent"):
-            m = m.peft_equivalent()
+    for name, m in _units(method).items():
+        if hasattr(m, "merge"):  # a fused wrapper folds its own blocks
+            merged[name] = m.merge()
+            continue
         if not (hasattr(m, "base") and hasattr(m, "delta_weight")):
             raise ConfigError(f"{name} ({type(m).__name__}) has no linear ΔW to merge")
         base, delta = m.base, m.delta_weight()

@@ -36,5 +36,6 @@ TASKS = LazyModules(
     {
         "synthetic_fnn": "tasks.synthetic_fnn",
         "glue": "tasks.glue",
+        "vision": "tasks.vision",  # cifar100, food101
     }
 )

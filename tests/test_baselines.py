@@ -23,6 +23,7 @@ from tasks.glue import Glue
 from tests.conftest import make_cfg
 
 PLAIN_LORA = ["lora", "r_lora", "gm_lora", "rm_lora", "sora"]
+WHOLE_MODULE = {"sora", "adalora"}
 
 
 def method_cfg(name, model="tiny_deberta", **over):
@@ -71,7 +72,10 @@ def adapt(parts, name, seed=0, **over):
     model = build(parts)
     cfg = method_cfg(name, model_cfg.name, **over)
     m = dict(model_cfg)
-    targets, heads = list(m["target_modules"]), heads_for(m, head)
+    # SoRA and AdaLoRA adapt whole modules: on GPT-2 they run with model.placement=attn
+    whole = name in WHOLE_MODULE and "placements" in m
+    targets = list(m["placements"]["attn"] if whole else m["target_modules"])
+    heads = heads_for(m, head)
     return METHODS[cfg.name].apply(model, cfg, targets, heads, torch.Generator().manual_seed(seed))
 
 
@@ -519,10 +523,13 @@ E2E = (
 @pytest.mark.parametrize("model", ["tiny_deberta", "tiny_gpt2"])
 def test_baselines_run_end_to_end(model, cfg_factory, glue_dir):
     data = f"task.data_dir={glue_dir}"
+    whole = ("model.placement=attn",) if model == "tiny_gpt2" else ()  # SoRA / AdaLoRA: whole modules
     ada = ("method.init_r=4", "method.target_r=2", "method.tinit=2", "method.tfinal=2", "method.deltaT=1")
     recs = {
-        "adalora": run(cfg_factory("method=adalora", f"model={model}", data, *E2E, *ada)),
-        "sora": run(cfg_factory("method=sora", f"model={model}", data, *E2E, "method.sparse_lambda=0.1")),
+        "adalora": run(cfg_factory("method=adalora", f"model={model}", data, *whole, *E2E, *ada)),
+        "sora": run(
+            cfg_factory("method=sora", f"model={model}", data, *whole, *E2E, "method.sparse_lambda=0.1")
+        ),
         "ft_qv": run(cfg_factory("method=ft_qv", f"model={model}", data, *E2E)),
         "ft_top2": run(cfg_factory("method=ft_top2", f"model={model}", data, *E2E)),
     }
@@ -615,10 +622,10 @@ def test_adalora_run_interrupted_and_resumed_equals_uninterrupted(cfg_factory, t
     [("lora", {"rank": 4}, 0), ("sora", {"rank": 8}, 1), ("adalora", {"init_r": 8, "target_r": 4}, 1)],
 )
 def test_gpt2_medium_lowrank_counts_standard_placement(name, over, per_rank_extra):
-    """GPT-2 medium, adapters on c_attn, attn c_proj, c_fc, mlp c_proj (conf/model/gpt2.yaml):
+    """GPT-2 medium, adapters on c_attn, attn c_proj, c_fc, mlp c_proj (`model.placement=all`):
     Σ (d_in + d_out) = (1024+3072) + (1024+1024) + (1024+4096) + (4096+1024) = 16,384 per layer."""
     model = gpt2_medium_meta()
-    m = make_cfg("model=gpt2_medium").model
+    m = make_cfg("model=gpt2_medium", "model.placement=all").model  # every Conv1D, whole modules
     cfg = method_cfg(name, "gpt2_medium", **over)
     method = METHODS[name].apply(model, cfg, list(m.target_modules), [], torch.Generator().manual_seed(0))
     r = over.get("rank", over.get("init_r"))
