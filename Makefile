@@ -36,11 +36,17 @@ smoke: setup  ## tiny DeBERTa on real CoLA TSVs, every method
 LAUNCHER ?= local
 EXPERIMENTS := $(filter-out %_smoke,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
 # smoke variants whose methods/tasks exist on this branch (add the others as their branches merge:
-# rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart)
-SMOKE_READY ?= rm_table1_glue minilm_glue
+# rm_table2_squad_deberta rm_table3_squad_gpt2 loda_table1_e2e loda_table2_dart)
+SMOKE_READY ?= rm_table1_glue minilm_glue rm_vit_classifier
 
 exp-%: setup  ## exp-<experiment>: the full sweep (resumable; LAUNCHER=local|submitit_local|slurm)
 	$(BIN)/python run.py experiment=$* launcher=$(LAUNCHER)
+
+smoke-rm_vit_classifier: setup  ## (generates its images first)
+	$(BIN)/python scripts/make_synthetic_images.py results/synthetic_images --layout cifar --classes 40 --train-per-class 8 --test-per-class 4
+	$(BIN)/python run.py experiment=rm_vit_classifier_smoke launcher=$(LAUNCHER)
+	$(BIN)/python scripts/make_tables.py
+	$(BIN)/python scripts/make_figures.py
 
 smoke-%: setup  ## smoke-<experiment>: its tiny CPU variant, then the tables
 	$(BIN)/python run.py experiment=$*_smoke launcher=$(LAUNCHER)
@@ -55,7 +61,7 @@ ci-experiments: setup  ## CI: the ready smoke sweeps, then make tables / figures
 	$(MAKE) smoke-ready
 	$(BIN)/python scripts/make_figures.py --curves tiny_deberta:glue/cola
 	test -s results/tables/rm_table1_glue_smoke.md && test -s results/tables/minilm_glue.csv
-	test -s results/figures/curves_tiny_deberta_glue_cola.png
+	test -s results/figures/curves_tiny_deberta_glue_cola.png && test -s results/figures/rm_fig1_cifar100_smoke.png
 
 ci-slurm: setup  ## CI: one-node SLURM up, 3-seed sweep via hydra-submitit-launcher, records checked, down (root)
 	PYTHON=$(BIN)/python scripts/ci_slurm.sh

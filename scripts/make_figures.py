@@ -10,7 +10,8 @@ point is skipped):
     entry["eval"][split]["loss"]                    # test loss
     entry["eval"][split]["acc" | "accuracy"]        # test accuracy (fraction; plotted in %)
     entry["train"]["acc" | "accuracy"]              # train accuracy (the epoch's running mean)
-    entry["eval"][split]["gen_error"] or entry["gen_error"]   # else train acc − test acc
+    entry["generalization_gap"][split]              # generalization error (the runner writes it),
+                                                    # else eval[split]["gen_error"], else train − test acc
 
 `split` = `--split` if given, else "test" when present, else the record's `metrics.selection_split`.
 Records are grouped by (method name, `method.rank`); within one such line the config group with the
@@ -77,7 +78,8 @@ def curves(rec: dict, split: str | None = None) -> dict[str, dict[int, float]]:
         ev = evals.get(s) if isinstance(evals, dict) else None
         loss, test_acc = _num(ev, "loss"), _num(ev, "acc", "accuracy")
         train_acc = _num(entry.get("train"), "acc", "accuracy")
-        gen = _num(ev, "gen_error", "generalization_error")
+        gen = _num(entry.get("generalization_gap"), s)  # the runner: train − eval main metric, per split
+        gen = _num(ev, "gen_error", "generalization_error") if gen is None else gen
         gen = _num(entry, "gen_error", "generalization_error") if gen is None else gen
         if gen is None and train_acc is not None and test_acc is not None:
             gen = train_acc - test_acc
