@@ -13,11 +13,11 @@ register_resolvers()
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg) -> None:
-    from runners.train import run, summary  # heavy imports after Hydra parsed the command line
+    from runners.train import RunStopped, run, summary  # heavy imports after Hydra parsed the command line
 
     try:
         record = run(cfg)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, RunStopped) as e:
         sys.exit(f"error: {e}")
     if record.get("metrics"):
         print(summary(record))

@@ -1,14 +1,21 @@
 """What the runner sees of a method: which tensors train, plus optional hooks.
 
-A method's `apply(model, cfg, targets)` freezes what it must, wraps what it adapts and returns a
-`Method`. The runner only ever calls the hooks below, so a new method (or a new training-time
-technique such as a regularizer or a gradient mask) plugs in without the runner naming it:
+A method's `apply(model, cfg, targets, heads, generator)` freezes what it must, wraps what it adapts
+and returns a `Method`. The runner only ever calls the hooks below, so a new method (or a new
+training-time technique such as a regularizer or a gradient mask) plugs in without the runner naming it:
 
+    method.setup(plan)                            # the run's real plan (AdaLoRA's total_step)
     loss = task_loss + method.extra_loss()        # regularizers (None: nothing to add)
-    backward; clip
-    method.before_step(optimizer)                 # e.g. gradient masks (after clipping)
+    backward; clip (the runner's optimizer params)
+    method.before_step(optimizer, step)           # e.g. gradient masks (after clipping)
     optimizer.step()
-    method.after_step(optimizer)                  # e.g. strict masks, proximal steps, rank budgets
+    method.after_step(optimizer, step)            # e.g. strict masks, proximal steps, rank budgets
+    model.zero_grad()                             # every gradient, `own_params` included
+    ...
+    method.finish()                               # once after training: prune, remove ranks
+    method.state_dict() / load_state_dict()       # checkpoints: everything a hook needs to resume
+
+A module may also define `validate(method_cfg, model_cfg: dict)`, called before any model is built.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,12 +33,37 @@ class ConfigError(ValueError):
     """A bad configuration value; the message is one line and names the fix."""
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The run's training plan, handed to every method before the first step."""
+
+    total_steps: int  # optimizer steps this run takes
+    steps_per_epoch: int
+    epochs: int
+    batch_size: int  # examples per optimizer step over all processes (batch · accumulation · processes)
+    num_processes: int
+    train_examples: int
+
+
 class StepHook:
-    """Something that acts around the optimizer step (both calls optional)."""
+    """Something that acts around the optimizer step (every call optional).
 
-    def before_step(self, optimizer: torch.optim.Optimizer) -> None: ...
+    `step` is the 1-based index of the optimizer step being taken. `after_step` runs after
+    `optimizer.step()` and before the gradients are zeroed.
+    """
 
-    def after_step(self, optimizer: torch.optim.Optimizer) -> None: ...
+    def setup(self, plan: Plan) -> None: ...
+
+    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+
+    def after_step(self, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass
@@ -44,8 +77,13 @@ class Method:
             (d_out, R) and `delta_weight()`. Empty for methods without low-rank factors.
         head: names of non-method parameters that train too (task head: pooler, classifier).
         loss_terms: callables returning a scalar added to the task loss.
-        hooks: objects acting before / after each optimizer step.
-        inference_params: parameters the method adds (or keeps) at inference, head excluded.
+        hooks: objects acting before / after each optimizer step (`StepHook`).
+        inference_params: parameters the method adds (or keeps) at inference, head excluded; a
+            callable is evaluated when counted (after `finish`, e.g. once ranks are pruned).
+        own_params: trainable parameters a hook steps with its own optimizer (e.g. SoRA's gates);
+            the runner's optimizer and gradient clipping skip them.
+        extra_counts: optional, more accounting for the record (ranks at inference, sparsity).
+        exporter: optional, writes exports (e.g. a PEFT-format adapter) into the given folder.
     """
 
     name: str
@@ -54,21 +92,44 @@ class Method:
     head: list[str] = field(default_factory=list)
     loss_terms: list[Callable[[], torch.Tensor]] = field(default_factory=list)
     hooks: list[StepHook] = field(default_factory=list)
-    inference_params: int = 0
+    inference_params: int | Callable[[], int] = 0
     params_convention: str = ""
+    own_params: list[nn.Parameter] = field(default_factory=list)
+    extra_counts: Callable[[], dict] | None = None
+    exporter: Callable[[Path], None] | None = None
 
     def extra_loss(self) -> torch.Tensor | None:
         if not self.loss_terms:
             return None
         return sum(term() for term in self.loss_terms)
 
-    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def setup(self, plan: Plan) -> None:
         for hook in self.hooks:
-            hook.before_step(optimizer)
+            hook.setup(plan)
 
-    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         for hook in self.hooks:
-            hook.after_step(optimizer)
+            hook.before_step(optimizer, step)
+
+    def after_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        for hook in self.hooks:
+            hook.after_step(optimizer, step)
+
+    def finish(self) -> None:
+        for hook in self.hooks:
+            hook.finish()
+
+    def state_dict(self) -> list[dict]:
+        return [hook.state_dict() for hook in self.hooks]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for hook, state in zip(self.hooks, states, strict=True):
+            hook.load_state_dict(state)
+
+    def optimizer_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) pairs the runner's optimizer steps: trainable, not in `own_params`."""
+        own = {id(p) for p in self.own_params}
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in own]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -78,13 +139,14 @@ class Method:
         head = sum(p.numel() for n, p in self.model.named_parameters() if n in set(self.head))
         trainable = sum(p.numel() for p in self.trainable_parameters())
         total = sum(p.numel() for p in self.model.parameters())
+        inference = self.inference_params() if callable(self.inference_params) else self.inference_params
         return {
             "trainable": trainable,
-            "inference": self.inference_params + head,
+            "inference": inference + head,
             "total": total,
             "head": head,
             "method_trainable": trainable - head,
-            "method_inference": self.inference_params,
+            "method_inference": inference,
             "convention": self.params_convention,
         }
 
@@ -94,6 +156,13 @@ class Method:
         return {n: t.detach().cpu().contiguous() for n, t in self.model.state_dict().items() if n in names}
 
 
+def compile_pattern(pattern: str, what: str = "target") -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except (re.error, TypeError) as e:
+        raise ConfigError(f"model.{what}_modules: invalid regex {pattern!r} ({e}); fix the pattern") from e
+
+
 def match_modules(model: nn.Module, patterns: Iterable[str], what: str = "target") -> dict[str, nn.Module]:
     """Modules whose qualified name fully matches one of the regex `patterns` (each must match)."""
     patterns = list(patterns)
@@ -101,7 +170,7 @@ def match_modules(model: nn.Module, patterns: Iterable[str], what: str = "target
         return {}
     found: dict[str, nn.Module] = {}
     for pattern in patterns:
-        regex = re.compile(pattern)
+        regex = compile_pattern(pattern, what)
         hits = {n: m for n, m in model.named_modules() if n and regex.fullmatch(n)}
         if not hits:
             examples = ", ".join(n for n, m in list(model.named_modules())[1:8])

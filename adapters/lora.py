@@ -67,6 +67,13 @@ class Config:
         return None
 
 
+def validate(cfg: Config, model_cfg: dict) -> None:
+    if not model_cfg.get("target_modules"):
+        raise ConfigError(
+            f"method {cfg.name} adapts model.target_modules, which is empty; give at least one regex"
+        )
+
+
 def apply(
     model: nn.Module, cfg: Config, targets: list[str], heads: list[str], generator: torch.Generator
 ) -> Method:

@@ -51,7 +51,7 @@ class DirectionMask(StepHook):
     def _draw(self, rank: int) -> torch.Tensor:
         return torch.randperm(rank, generator=self.generator)[: self.directions]
 
-    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         self._saved.clear()
         state = _state(optimizer)
         for name, m in self.modules.items():
@@ -75,8 +75,14 @@ class DirectionMask(StepHook):
                 tensors.append((key, value.index_select(dim, idx).clone()))
         self._saved.append((param, idx, tensors, dim))
 
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     @torch.no_grad()
-    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def after_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         if self.mode != "strict":
             return
         state = _state(optimizer)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapters.base import ConfigError
+
 
 class FNN(nn.Module):
     def __init__(self, width: int, depth: int, generator: torch.Generator | None = None):
@@ -28,4 +30,9 @@ def build_tokenizer(cfg, texts):
 
 
 def build_model(cfg, head, tokenizer) -> nn.Module:
+    if head is not None:
+        raise ConfigError(
+            f"model={cfg.name} is a plain ReLU network for task=synthetic/fnn; it cannot run a "
+            f"{head['type']} task: choose a transformer, e.g. model=tiny_deberta"
+        )
     return FNN(cfg.width, cfg.depth, torch.Generator().manual_seed(cfg.init_seed))

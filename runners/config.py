@@ -15,8 +15,53 @@ from adapters.base import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 GROUPS = ("model", "task", "method", "launcher", "experiment")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size")  # task YAML keys read by `train:`
-NOT_HASHED = ("paths", "force", "hydra")  # where results go or whether to redo: not what was run
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size", "eval_epochs")  # task keys read by `train:`
+# where results go, whether to redo, how to log: not what is trained (so not in run_id / group_id)
+NOT_HASHED = ("paths", "force", "hydra", "logger", "plan")
+NOT_HASHED_TRAIN = ("num_workers", "checkpoint", "checkpoint_every", "check_every")
+TOP_KEYS = ("seed", "force", "device", "train", "diagnostics", "paths", "model", "task", "method")
+TOP_KEYS += NOT_HASHED
+# every key a `model:` section may have (builders read them; anything else is a typo)
+MODEL_KEYS = (
+    "name",
+    "builder",
+    "hub_id",
+    "path",
+    "tokenizer",
+    "tokenizer_train_vocab",
+    "random_init",
+    "model_type",
+    "config",
+    "init_seed",
+    "target_modules",
+    "head_modules",
+    "width",
+    "depth",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The `train:` section (conf/config.yaml documents each key)."""
+
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_ratio: float = 0.06
+    warmup_steps: int | None = None
+    max_grad_norm: float | None = 1.0
+    bf16: bool | str = "auto"
+    eval_batch_size: int = 32
+    eval_epochs: list | None = None  # null: every epoch; else these epochs (and the last)
+    num_workers: int = 0
+    checkpoint: bool = True  # resumable checkpoint every epoch (and every checkpoint_every steps)
+    checkpoint_every: int | None = None
+    check_every: int | None = None  # steps between divergence checks (a host sync); null: 1 CPU, 50 CUDA
 
 
 def _pkg_dir(package: str, sub: str = "") -> str:
@@ -75,7 +120,17 @@ def _digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def heads_for(model_cfg: dict, head: dict | None) -> list[str]:
+    """`model.head_modules`: a list, or a mapping from the task's head type to a list."""
+    heads = model_cfg.get("head_modules") or []
+    if isinstance(heads, dict):
+        return list(heads.get((head or {}).get("type", "sequence_classification")) or [])
+    return list(heads)
+
+
 def run_ids(resolved: dict) -> tuple[str, str]:
     """run_id: hash of the resolved config (minus paths and flags); group_id: the same without seed."""
     core = {k: v for k, v in resolved.items() if k not in NOT_HASHED}
+    if isinstance(core.get("train"), dict):
+        core["train"] = {k: v for k, v in core["train"].items() if k not in NOT_HASHED_TRAIN}
     return _digest(core), _digest({k: v for k, v in core.items() if k != "seed"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -72,10 +73,21 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def strict(obj):
+    """`obj` with non-finite floats as None, so the file is strict JSON (no bare NaN / Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: dict) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, default=str)
+            json.dump(strict(obj), f, indent=1, default=str, allow_nan=False)
             f.write("\n")
 
     atomic_write(path, write)

@@ -1,6 +1,11 @@
-"""One training run: seed → task data → model → method → train → evaluate every epoch → record.
+"""One training run: check → seed → task data → model → method → train → evaluate → record.
 
 The loop knows methods and tasks only through their interfaces (adapters/base.py, tasks/base.py).
+Every input is checked before any model work; records and files follow runners/store.py (attempts,
+locks, nothing overwritten by a failure). A run checkpoints every epoch (and every
+`train.checkpoint_every` steps) and a rerun of the same config resumes from the last checkpoint,
+ending with the same record as an uninterrupted run. A non-finite loss or gradient norm stops the
+run as `diverged`; a run whose method parameters never changed ends as `frozen`.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import resource
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +27,23 @@ from torch.utils.data import DataLoader, default_collate
 from transformers import get_linear_schedule_with_warmup
 
 from adapters import METHODS
-from adapters.base import ConfigError
+from adapters.base import ConfigError, Plan
 from adapters.lowrank import lowrank_diagnostics
 from models import BUILDERS
-from runners.config import TRAIN_KEYS, lookup, run_ids, typed
-from runners.record import atomic_write, environment, read_json, write_json
+from runners.checks import check_run_config
+from runners.config import TRAIN_KEYS, TrainConfig, heads_for, lookup, run_ids, typed
+from runners.record import atomic_write, environment
+from runners.store import RunStore, check_writable
 from tasks import TASKS
+from tasks.base import EvalContext
+
+
+class RunStopped(Exception):
+    """The run ended early for a reason recorded in its status (diverged, interrupted, frozen)."""
+
+    def __init__(self, status: str, message: str, **details):
+        super().__init__(message)
+        self.status, self.details = status, details
 
 
 def seed_everything(seed: int) -> None:
@@ -38,12 +55,12 @@ def seed_everything(seed: int) -> None:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is visible; use device=auto or device=cpu")
     return torch.device(name)
 
 
-def _optimizer(params: list[tuple[str, torch.nn.Parameter]], t) -> torch.optim.Optimizer:
+def _optimizer(params: list[tuple[str, torch.nn.Parameter]], t: TrainConfig) -> torch.optim.Optimizer:
     # no weight decay on biases and norm scales (1-D tensors), as HF Trainer does
     decay = [p for _, p in params if p.ndim > 1]
     rest = [p for _, p in params if p.ndim <= 1]
@@ -51,185 +68,406 @@ def _optimizer(params: list[tuple[str, torch.nn.Parameter]], t) -> torch.optim.O
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas), eps=t.eps)
 
 
-def _validate_train(t) -> None:
-    if t.batch_size < 1 or t.grad_accum < 1:
-        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
-    if t.max_steps is None and t.epochs < 1:
-        raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
+class _Signals:
+    """SIGTERM / SIGINT set a flag the loop checks after each optimizer step (a second SIGINT aborts).
+
+    Left alone under submitit, whose own handlers requeue preempted or timed-out SLURM jobs (the
+    requeued job resumes from the last checkpoint).
+    """
+
+    def __init__(self):
+        self.caught: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        import os
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and "SUBMITIT_FOLDER" not in os.environ:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.caught == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.caught = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def run(cfg: DictConfig) -> dict:
     """Trains and evaluates one configuration; returns its record (skips if already done)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    t = cfg.train
+    t = typed(TrainConfig, resolved["train"], "train")
     method_mod = lookup(METHODS, cfg.method.name, "method")
     task_mod = lookup(TASKS, cfg.task.name, "task")
     builder = lookup(BUILDERS, cfg.model.builder, "model builder")
     method_cfg = typed(method_mod.Config, cfg.method, "method")
     task_cfg = typed(task_mod.Config, cfg.task, "task", drop=TRAIN_KEYS)
-    _validate_train(t)
+    check_run_config(resolved, t, method_mod, method_cfg)
+    device = _device(cfg.device)
+    check_writable(Path(cfg.paths.results_dir))
 
     run_id, group_id = run_ids(resolved)
-    runs = Path(cfg.paths.results_dir) / "runs"
-    path = runs / f"{run_id}.json"
-    old = read_json(path)
-    if old and old.get("status") == "success" and not cfg.force:
-        print(f"skip {run_id}: a successful record exists at {path} (force=true reruns)")
-        return old
-
-    record = {
-        "run_id": run_id,
-        "group_id": group_id,
-        "status": "running",
-        "config": resolved,
-        "model": cfg.model.name,
-        "task": task_mod.TASK.label(task_cfg),
-        "method": method_cfg.name,
-        "seed": cfg.seed,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    device = _device(cfg.device)
-    record["env"] = environment(device)
-    start = time.perf_counter()
-    try:
-        _train(
-            cfg,
-            record,
-            method_mod,
-            method_cfg,
-            task_mod,
-            task_cfg,
-            builder,
-            device,
-            runs / f"{run_id}.safetensors",
-        )
-        record["status"] = "success"
-    except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        record.setdefault("timing", {})["wall_s"] = time.perf_counter() - start
-        write_json(path, record)
-    record["record_path"] = str(path)
+    store = RunStore(Path(cfg.paths.results_dir), run_id)
+    with store.lock() as mine:
+        if not mine:
+            print(f"skip {run_id}: another process is training it now (lock {store.runs / run_id}.lock)")
+            return {"run_id": run_id, "status": "locked"}
+        old = store.success()
+        if old and not cfg.force:
+            print(f"skip {run_id}: a successful record exists at {store.record_path} (force=true reruns)")
+            return {**old, "status": "skipped", "record_path": str(store.record_path)}
+        attempt = store.resumable() or store.new_attempt()
+        record = {
+            "run_id": run_id,
+            "group_id": group_id,
+            "status": "running",
+            "config": resolved,
+            "model": cfg.model.name,
+            "task": task_mod.TASK.label(task_cfg),
+            "method": method_cfg.name,
+            "seed": cfg.seed,
+            "attempt": attempt.name,
+            "artifacts": str(attempt),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "env": environment(device),
+        }
+        start = time.perf_counter()
+        try:
+            with _Signals() as signals:
+                _train(
+                    cfg,
+                    t,
+                    record,
+                    method_mod,
+                    method_cfg,
+                    task_mod,
+                    task_cfg,
+                    builder,
+                    device,
+                    attempt,
+                    signals,
+                )
+            record["status"] = "success"
+        except RunStopped as e:
+            record.update(status=e.status, error=str(e), **e.details)
+        except BaseException as e:
+            record.update(status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            record.setdefault("timing", {})["wall_s"] = time.perf_counter() - start
+            record["record_path"] = str(store.finish(attempt, record))
+    if record["status"] != "success":
+        raise RunStopped(record["status"], f"{record['status']}: {record['error']}")
     return record
 
 
-def _train(cfg, record, method_mod, method_cfg, task_mod, task_cfg, builder, device, weights_path) -> None:
-    t = cfg.train
+def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, device, attempt, signals):
     seed_everything(cfg.seed)
     task = task_mod.TASK(task_cfg)  # loads and checks data files first: cheap failures before models
     tokenizer = builder.build_tokenizer(cfg.model, task.texts())
     model = builder.build_model(cfg.model, task.head, tokenizer)
     data = task.build(model, tokenizer)  # from the frozen base model (the synthetic target needs it)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     method = method_mod.apply(
         model,
         method_cfg,
-        list(cfg.model.target_modules),
-        list(cfg.model.head_modules),
-        torch.Generator().manual_seed(cfg.seed),
-    )  # the masks' own stream
-    record["params"] = method.param_counts()
+        list(model_cfg["target_modules"]),
+        heads_for(model_cfg, task.head),
+        torch.Generator().manual_seed(cfg.seed),  # the masks' own stream
+    )
+    data = task.on_method(model, method, data)
+    counts_start = method.param_counts()
     record["task_version"] = task.version
 
     bf16 = device.type == "cuda" and (t.bf16 == "auto" or t.bf16 is True)
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if bf16 else "no")
     record["env"]["precision"] = "bf16 autocast" if bf16 else "fp32"
     collate = data.collate or default_collate
+    order = torch.Generator().manual_seed(cfg.seed)  # the data order's own stream
     loader = DataLoader(
         data.train,
         batch_size=t.batch_size,
         shuffle=True,
         collate_fn=collate,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        generator=order,
         num_workers=t.num_workers,
     )
+    eval_collate = data.eval_collate or collate
     evals = {
-        k: DataLoader(v, batch_size=t.eval_batch_size, collate_fn=collate) for k, v in data.evals.items()
+        k: DataLoader(v, batch_size=t.eval_batch_size, collate_fn=eval_collate) for k, v in data.evals.items()
     }
     steps_per_epoch = math.ceil(len(loader) / t.grad_accum)
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    method.setup(
+        Plan(
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            batch_size=t.batch_size * t.grad_accum * acc.num_processes,
+            num_processes=acc.num_processes,
+            train_examples=len(data.train),
+        )
+    )
+    params = method.optimizer_parameters()
     optimizer = _optimizer(params, t)
-    optimizer_params = [p for _, p in params]
+    clipped = [p for _, p in params]
     warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = acc.prepare(model, optimizer)
+    watched = _fingerprints(method)
 
     def to_device(batch):
         return {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    history, step, seen, train_time = [], 0, 0, 0.0
+    s = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "train_time": 0.0, "seen": 0}
+    ckpt_path = attempt / "checkpoint.pt"
+    if ckpt_path.is_file():
+        s = _load_checkpoint(ckpt_path, model, optimizer, scheduler, method, order, watched)
+        print(f"resuming {record['run_id']} from {ckpt_path} (epoch {s['epoch']}, step {s['step']})")
+        record["resumed_from_step"] = s["step"]
+    check_every = t.check_every or (1 if device.type == "cpu" else 50)
+    eval_epochs = set(t.eval_epochs or range(1, epochs + 1)) | {epochs}
     first_eval = next(iter(evals))
     sign = 1 if task.higher_is_better else -1
-    best = None
-    for epoch in range(1, epochs + 1):
+
+    def checkpoint(acc_state):
+        if t.checkpoint:
+            _save_checkpoint(ckpt_path, s, acc_state, model, optimizer, scheduler, method, order, watched)
+
+    for epoch in range(s["epoch"], epochs + 1):
         model.train()
         tic = time.perf_counter()
-        loss_sum, reg_sum, n, preds, labels = 0.0, 0.0, 0, [], []
-        for i, batch in enumerate(loader):
+        if s["batch"] == 0:
+            s["order_state"] = order.get_state()
+            acc_state = {
+                "loss": torch.zeros((), device=acc.device),
+                "reg": torch.zeros((), device=acc.device),
+            }
+            acc_state.update(n=0, preds=[], labels=[])
+        else:  # resumed mid-epoch: same order, skip the batches already trained on
+            order.set_state(s["order_state"])
+            acc_state = s.pop("acc_state")
+        pending = []  # this window's losses and grad norms, checked with one host sync
+        batches = iter(loader)
+        for _ in range(s["batch"]):
+            next(batches)
+        for i, batch in enumerate(batches, start=s["batch"]):
             batch = to_device(batch)
             with acc.autocast():
                 loss, p, y = task.forward(model, batch)
                 reg = method.extra_loss()
                 total = loss if reg is None else loss + reg
             acc.backward(total / t.grad_accum)
-            loss_sum += float(loss.detach()) * len(y)
-            reg_sum += 0.0 if reg is None else float(reg.detach()) * len(y)
-            n += len(y)
-            preds.append(p.float().cpu())
-            labels.append(y.cpu())
-            if (i + 1) % t.grad_accum == 0 or i + 1 == len(loader):
-                if t.max_grad_norm:
-                    acc.clip_grad_norm_(optimizer_params, t.max_grad_norm)
-                method.before_step(optimizer)  # after clipping, as the RM-LoRA code masks
-                optimizer.step()
-                method.after_step(optimizer)
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if step >= total_steps:
-                    break
-        train_time += time.perf_counter() - tic
-        seen += n
+            acc_state["loss"] += loss.detach().float() * len(y)
+            if reg is not None:
+                acc_state["reg"] += reg.detach().float() * len(y)
+            acc_state["n"] += len(y)
+            if p is not None:
+                acc_state["preds"].append(p.detach().float())
+                acc_state["labels"].append(y.detach())
+            pending.append(total.detach().float())
+            if (i + 1) % t.grad_accum and i + 1 != len(loader):
+                continue
+            if t.max_grad_norm:
+                pending.append(acc.clip_grad_norm_(clipped, t.max_grad_norm).float())
+            s["step"] += 1
+            method.before_step(optimizer, s["step"])  # after clipping, as the RM-LoRA code masks
+            optimizer.step()
+            method.after_step(optimizer, s["step"])
+            scheduler.step()
+            model.zero_grad(set_to_none=True)
+            s["batch"] = i + 1
+            if s["step"] % check_every == 0 or s["step"] >= total_steps:
+                _check_finite(pending, s, t)
+                pending = []
+            if signals.caught is not None:
+                _check_finite(pending, s, t)
+                checkpoint(acc_state)
+                name = signal.Signals(signals.caught).name
+                raise RunStopped(
+                    "interrupted",
+                    f"stopped by {name} at step {s['step']}; rerun the same command to resume",
+                    history=s["history"],
+                )
+            if t.checkpoint_every and s["step"] % t.checkpoint_every == 0 and s["step"] < total_steps:
+                _check_finite(pending, s, t)
+                pending = []
+                s["train_time"] += time.perf_counter() - tic
+                tic = time.perf_counter()
+                checkpoint(acc_state)
+            if s["step"] >= total_steps:
+                break
+        _check_finite(pending, s, t)
+        s["train_time"] += time.perf_counter() - tic
+        s["seen"] += acc_state["n"]
+        n = max(acc_state["n"], 1)
         entry = {
             "epoch": epoch,
-            "step": step,
-            "train_loss": loss_sum / n,
-            "train_reg": reg_sum / n,
-            "train": task.metrics(torch.cat(preds), torch.cat(labels)),
-            "eval": {k: task.evaluate(model, v, to_device, acc.autocast) for k, v in evals.items()},
+            "step": s["step"],
+            "train_loss": float(acc_state["loss"]) / n,
+            "train_reg": float(acc_state["reg"]) / n,
         }
-        history.append(entry)
-        score = entry["eval"][first_eval][task.main_metric]
-        if best is None or sign * score > sign * best["score"]:
-            best = {"epoch": epoch, "score": score, "eval": entry["eval"]}
-        print(
-            f"epoch {epoch}/{epochs} step {step}: train loss {entry['train_loss']:.4f} | "
-            f"{first_eval} {task.main_metric} {score:.4f}"
-        )
+        if acc_state["preds"]:
+            preds = torch.cat(acc_state["preds"]).cpu()
+            labels = torch.cat(acc_state["labels"]).cpu()
+            entry["train"] = task.metrics(preds, labels.float() if labels.is_floating_point() else labels)
+        if epoch in eval_epochs:
+            entry["eval"] = {}
+            for split, loader_ in evals.items():
+                ctx = EvalContext(
+                    to_device, acc.autocast, attempt / "outputs" / f"epoch_{epoch}" / split, epoch, split
+                )
+                entry["eval"][split] = task.evaluate(model, loader_, ctx)
+            score = entry["eval"][first_eval][task.main_metric]
+            if s["best"] is None or sign * score > sign * s["best"]["score"]:
+                s["best"] = {"epoch": epoch, "score": score, "eval": entry["eval"]}
+            shown = f"{first_eval} {task.main_metric} {score:.4f}"
+        else:
+            shown = "(no evaluation this epoch)"
+        s["history"].append(entry)
+        print(f"epoch {epoch}/{epochs} step {s['step']}: train loss {entry['train_loss']:.4f} | {shown}")
+        s.update(epoch=epoch + 1, batch=0)
+        if epoch < epochs:
+            checkpoint(None)
 
+    unchanged = _unchanged(method, watched)
+    method.finish()
+    counts_end = method.param_counts()
+    record["params"] = {
+        **counts_end,
+        "trainable": counts_start["trainable"],
+        "method_trainable": counts_start["method_trainable"],
+        "trainable_at_end": counts_end["trainable"],
+        **(method.extra_counts() if method.extra_counts else {}),
+    }
     record["metrics"] = {
         "main_metric": task.main_metric,
         "higher_is_better": task.higher_is_better,
         "selection_split": first_eval,
-        "final": history[-1]["eval"],
-        "best": best,
-        "history": history,
+        "final": s["history"][-1]["eval"],
+        "best": s["best"],
+        "history": s["history"],
     }
     if method.lowrank:
         record["diagnostics"] = lowrank_diagnostics(method.lowrank, cfg.diagnostics.rank_rtol)
     record["timing"] = {
-        "train_s": train_time,
-        "steps": step,
-        "samples_per_s": seen / train_time if train_time else None,
+        "train_s": s["train_time"],
+        "steps": s["step"],
+        "samples_per_s": s["seen"] / s["train_time"] if s["train_time"] else None,
         **_peak_memory(device),
     }
+    weights = attempt / "weights.safetensors"
     state = method.trained_state_dict()
-    atomic_write(weights_path, lambda tmp: save_file(state, tmp, metadata={"run_id": record["run_id"]}))
-    record["weights"] = str(weights_path)
+    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"run_id": record["run_id"]}))
+    record["weights"] = str(weights)
+    if method.exporter:
+        method.exporter(attempt)
+    if unchanged is not None:
+        raise RunStopped(
+            "frozen",
+            f"no method parameter changed in {s['step']} steps ({unchanged}); "
+            f"check train.lr (now {t.lr}) and method.reg_weight, and that the loss reaches the adapter",
+        )
+    ckpt_path.unlink(missing_ok=True)  # success: the checkpoint is no longer needed
+
+
+def _check_finite(pending: list[torch.Tensor], s: dict, t: TrainConfig) -> None:
+    """Raises `diverged` if a loss or gradient norm in `pending` is not finite (one host sync)."""
+    if not pending:
+        return
+    values = torch.stack(pending).cpu()
+    if bool(torch.isfinite(values).all()):
+        s["last_finite_loss"] = float(values[-1])
+        return
+    raise RunStopped(
+        "diverged",
+        f"non-finite loss or gradient norm by step {s['step']} (last finite total loss "
+        f"{s.get('last_finite_loss')}); lower train.lr (now {t.lr}) or method.reg_weight, or set train.max_grad_norm",
+        diverged_at_step=s["step"],
+        last_finite_loss=s.get("last_finite_loss"),
+        history=s["history"],
+    )
+
+
+def _fingerprints(method) -> dict[str, tuple[float, float]]:
+    """(sum, sum of squares) in float64 of every method parameter (head excluded): changed or not."""
+    head = set(method.head)
+    return {
+        n: _fingerprint(p)
+        for n, p in method.model.named_parameters()
+        if (p.requires_grad or any(p is q for q in method.own_params)) and n not in head
+    }
+
+
+def _fingerprint(p: torch.Tensor) -> tuple[float, float]:
+    x = p.detach().double()
+    return float(x.sum()), float((x * x).sum())
+
+
+def _unchanged(method, watched: dict) -> str | None:
+    """None if some watched parameter changed, else a short description of what stayed put."""
+    now = {n: _fingerprint(p) for n, p in method.model.named_parameters() if n in watched}
+    if not now or any(now[n] != watched[n] for n in now):
+        return None
+    names = sorted(now)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _save_checkpoint(path, s, acc_state, model, optimizer, scheduler, method, order, watched) -> None:
+    state = {
+        "progress": {k: v for k, v in s.items() if k != "acc_state"},
+        "acc_state": acc_state,
+        "params": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "buffers": {n: b.detach().cpu().clone() for n, b in model.named_buffers()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "method": method.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "order": order.get_state(),
+        },
+        "watched": watched,
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_checkpoint(path, model, optimizer, scheduler, method, order, watched) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for n, v in state["params"].items():
+            params[n].copy_(v)
+        for n, v in state["buffers"].items():
+            buffers[n].copy_(v)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    method.load_state_dict(state["method"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    order.set_state(rng["order"])
+    watched.clear()
+    watched.update(state["watched"])
+    progress = state["progress"]
+    if progress["batch"]:
+        acc_state = state["acc_state"]
+        device = next(model.parameters()).device
+        acc_state["loss"], acc_state["reg"] = acc_state["loss"].to(device), acc_state["reg"].to(device)
+        progress["acc_state"] = acc_state
+    return progress
 
 
 def _peak_memory(device: torch.device) -> dict:

@@ -7,17 +7,20 @@ it is registered by name in `tasks/__init__.py`. The runner calls, in order:
     task.head                           # what the model's output layer must be (or None)
     task.texts()                        # raw training text (only if the tokenizer is trained here)
     data = task.build(model, tokenizer) # datasets, collate
+    data = task.on_method(model, method, data)         # after the method is applied (feature caches)
     loss, preds, labels = task.forward(model, batch)   # per batch, train and eval
-    task.evaluate(model, loader, to_device)            # per eval split: {"loss", metrics...}
+    task.evaluate(model, loader, ctx)                  # per eval split: {"loss", metrics...}
 
-Generation or span-extraction tasks override `evaluate`; classification / regression tasks only
-define `forward` and `metrics`.
+Generation or span-extraction tasks override `evaluate` (and write predictions to `ctx.out_dir`);
+classification / regression tasks only define `forward` and `metrics`. `forward` may return
+`preds=None` (no training metrics); the first dimension of `labels` counts the batch's examples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +35,18 @@ class TaskData:
     train: list
     evals: dict[str, list]  # split name -> examples; the first selects the best epoch
     collate: Callable | None = None
+    eval_collate: Callable | None = None  # None: `collate`
+
+
+@dataclass
+class EvalContext:
+    """What `Task.evaluate` gets besides the model and the loader."""
+
+    to_device: Callable  # batch -> batch on the run's device
+    autocast: Callable  # context-manager factory (bf16 autocast on CUDA)
+    out_dir: Path  # this evaluation's folder for predictions / hypotheses (create it to write there)
+    epoch: int
+    split: str
 
 
 class Task:
@@ -58,23 +73,30 @@ class Task:
     def build(self, model: nn.Module, tokenizer) -> TaskData:
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def on_method(self, model: nn.Module, method, data: TaskData) -> TaskData:
+        """Called once the method is applied (e.g. to cache features of a frozen backbone)."""
+        return data
+
+    def forward(
+        self, model: nn.Module, batch: dict
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         raise NotImplementedError
 
     def metrics(self, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, to_device: Callable, autocast) -> dict[str, float]:
-        """Mean loss over examples and `metrics` over all predictions of one split."""
+    def evaluate(self, model: nn.Module, loader, ctx: EvalContext) -> dict[str, float]:
+        """Mean loss over examples and `metrics` over all predictions of one split (one host sync)."""
         model.eval()
         total, n, preds, labels = 0.0, 0, [], []
         for batch in loader:
-            batch = to_device(batch)
-            with autocast():
+            batch = ctx.to_device(batch)
+            with ctx.autocast():
                 loss, p, y = self.forward(model, batch)
-            total += float(loss) * len(y)
+            total = total + loss.detach().float() * len(y)
             n += len(y)
-            preds.append(p.float().cpu())
-            labels.append(y.float().cpu() if y.is_floating_point() else y.cpu())
-        return {"loss": total / max(n, 1), **self.metrics(torch.cat(preds), torch.cat(labels))}
+            preds.append(p.float())
+            labels.append(y.float() if y.is_floating_point() else y)
+        preds, labels = torch.cat(preds).cpu(), torch.cat(labels).cpu()
+        return {"loss": float(total) / max(n, 1), **self.metrics(preds, labels)}

@@ -106,9 +106,9 @@ def test_only_method_parameters_train_and_move(name, tiny_deberta_parts):
     loss = model(**batch, labels=labels).loss
     extra = method.extra_loss()
     (loss if extra is None else loss + extra).backward()
-    method.before_step(opt)
+    method.before_step(opt, 1)
     opt.step()
-    method.after_step(opt)
+    method.after_step(opt, 1)
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and moved <= trainable
     if name != "ft":
@@ -197,9 +197,9 @@ def _masked_step(method, model, opt, x):
     loss = model(x).pow(2).mean()
     extra = method.extra_loss()
     (loss if extra is None else loss + extra).backward()
-    method.before_step(opt)
+    method.before_step(opt, 1)
     opt.step()
-    method.after_step(opt)
+    method.after_step(opt, 1)
     opt.zero_grad()
 
 
@@ -280,7 +280,7 @@ def test_head_is_never_masked(tiny_deberta_parts):
     )
     model(**batch, labels=torch.tensor([0, 1] * 4)).loss.backward()
     head_grads = {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("classifier.")}
-    method.before_step(torch.optim.AdamW(method.trainable_parameters()))
+    method.before_step(torch.optim.AdamW(method.trainable_parameters()), 1)
     for n, g in head_grads.items():
         assert torch.equal(dict(model.named_parameters())[n].grad, g) and g.abs().sum() > 0
 
@@ -289,7 +289,7 @@ def test_mask_draws_follow_the_run_seed():
     def draws(seed):
         method = apply(fnn(), "gm_lora", seed=seed, rank=8, mask_directions=3)
         opt = torch.optim.AdamW(method.trainable_parameters())
-        method.before_step(opt)
+        method.before_step(opt, 1)
         return [t.tolist() for pair in method.hooks[0].kept.values() for t in pair]
 
     assert draws(1) == draws(1)

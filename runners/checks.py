@@ -1,0 +1,80 @@
+"""Checks of a composed run config that need no data and no model: one-line errors naming the fix."""
+
+from __future__ import annotations
+
+import re
+
+from adapters.base import ConfigError, compile_pattern
+from runners.config import MODEL_KEYS, TOP_KEYS, TrainConfig
+
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _valid(keys) -> str:
+    return ", ".join(sorted(keys))
+
+
+def check_run_config(resolved: dict, t: TrainConfig, method_mod, method_cfg) -> None:
+    unknown = sorted(set(resolved) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid: {_valid(TOP_KEYS)}")
+    model = resolved["model"]
+    unknown = sorted(set(model) - set(MODEL_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key model.{unknown[0]}; valid keys: {_valid(MODEL_KEYS)}")
+    seed = resolved["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(resolved["device"], str) or not DEVICE.match(resolved["device"]):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {resolved['device']!r}")
+    check_train(t)
+    for key in ("target_modules", "head_modules"):
+        value = model.get(key) or []
+        groups = value.values() if isinstance(value, dict) else [value]
+        for patterns in groups:
+            if not isinstance(patterns, list):
+                raise ConfigError(f"model.{key} must be a list of regexes, got {patterns!r}")
+            for pattern in patterns:
+                compile_pattern(pattern, key.removesuffix("_modules"))
+    validate = getattr(method_mod, "validate", None)
+    if validate is not None:
+        validate(method_cfg, model)
+
+
+def _int(value, name: str, low: int = 1, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        null = " or null" if optional else ""
+        raise ConfigError(f"train.{name} must be an integer >= {low}{null}, got {value!r}")
+
+
+def check_train(t: TrainConfig) -> None:
+    _int(t.epochs, "epochs")
+    _int(t.max_steps, "max_steps", optional=True)
+    _int(t.batch_size, "batch_size")
+    _int(t.grad_accum, "grad_accum")
+    _int(t.eval_batch_size, "eval_batch_size")
+    _int(t.num_workers, "num_workers", low=0)
+    _int(t.warmup_steps, "warmup_steps", low=0, optional=True)
+    _int(t.checkpoint_every, "checkpoint_every", optional=True)
+    _int(t.check_every, "check_every", optional=True)
+    for name in ("lr", "eps"):
+        value = getattr(t, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"train.{name} must be a number > 0, got {value!r}")
+    if not isinstance(t.weight_decay, int | float) or t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay!r}")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio!r}")
+    if t.max_grad_norm is not None and not t.max_grad_norm > 0:
+        raise ConfigError(f"train.max_grad_norm must be > 0 or null (no clipping), got {t.max_grad_norm!r}")
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas!r}")
+    if t.bf16 not in ("auto", True, False):
+        raise ConfigError(f"train.bf16 must be auto, true or false, got {t.bf16!r}")
+    if t.eval_epochs is not None:
+        if not t.eval_epochs or not all(isinstance(e, int) and e >= 1 for e in t.eval_epochs):
+            raise ConfigError(
+                f"train.eval_epochs must be null or a list of epochs >= 1, got {t.eval_epochs!r}"
+            )
