@@ -354,6 +354,8 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         "best": s["best"],
         "history": s["history"],
     }
+    if task.notes():
+        record["task_notes"] = task.notes()
     if method.lowrank:
         record["diagnostics"] = lowrank_diagnostics(method.lowrank, cfg.diagnostics.rank_rtol)
     record["timing"] = {
