@@ -3,9 +3,12 @@
 Each module has a `Config` dataclass and a `TASK` class (a `tasks.base.Task`).
 """
 
-from tasks import glue, synthetic_fnn
+from tasks import dart, e2e, glue, squad, synthetic_fnn
 
 TASKS = {
     "synthetic_fnn": synthetic_fnn,
     "glue": glue,
+    "squad": squad,
+    "e2e": e2e,
+    "dart": dart,
 }
