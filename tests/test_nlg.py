@@ -15,8 +15,8 @@ from runners.train import run
 from tasks.base import DataError, EvalContext
 from tasks.dart import Config as DartConfig
 from tasks.dart import Dart
-from tasks.e2e import Config as E2EConfig
 from tasks.e2e import E2E, read_csv_file, read_lora_file
+from tasks.e2e import Config as E2EConfig
 from tasks.metrics import dart as dart_metrics
 from tasks.metrics import e2e as e2e_metrics
 from tasks.nlg import group_by_source, postprocess
@@ -187,7 +187,9 @@ def test_e2e_evaluation_decodes_groups_scores_and_saves(tokenizer, tmp_path):
     ]
     scores, items, out = oracle_eval(task, tokenizer, tmp_path, tails)
     hyps = (out / "hypotheses.txt").read_text().splitlines()
-    expected = [it["refs"][0] + (" x" if i % 3 == 2 else "") for i, it in enumerate(items)]  # newline -> space
+    expected = [
+        it["refs"][0] + (" x" if i % 3 == 2 else "") for i, it in enumerate(items)
+    ]  # newline -> space
     assert hyps == expected
     assert [g for g in e2e_metrics.read_files(out / "hypotheses.txt", out / "references.txt")[1]] == [
         it["refs"] for it in items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +11,12 @@ from omegaconf import OmegaConf
 
 from adapters.base import ConfigError
 from models.hf import build_tokenizer
+from runners.config import heads_for
+from runners.train import run
 from tasks.base import DataError
 from tasks.metrics.squad import normalize_answer, score_files
 from tasks.squad import Config, Squad, as_squad_dataset, best_answer, load_split, make_features
-from tests.conftest import SHARED
+from tests.conftest import SHARED, make_cfg
 
 SQUAD_DIR = SHARED / "squad"
 DEV = "dev-v1.1.reconstructed.json"
@@ -138,3 +141,42 @@ def test_dataset_layout_round_trips_through_the_official_scorer(tmp_path):
         "exact_match": 80.0,
         "f1": 80.0,
     }
+
+
+def test_head_modules_per_head_type():
+    for model in ("deberta_v3_base", "tiny_deberta", "gpt2", "tiny_gpt2"):
+        model_cfg = OmegaConf.to_container(make_cfg(f"model={model}", "task=squad").model, resolve=True)
+        assert heads_for(model_cfg, Squad.head.fget(None)) == ["qa_outputs"]
+    gpt2 = OmegaConf.to_container(make_cfg("model=gpt2").model, resolve=True)
+    assert heads_for(gpt2, {"type": "causal_lm"}) == []
+    assert heads_for(gpt2, {"type": "sequence_classification"}) == ["score"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny_deberta", "tiny_gpt2"])
+def test_squad_run_learns_and_saves_rescorable_predictions(model, tmp_path):
+    """Memorising 12 questions (train split = eval split): F1 from near chance to near 100."""
+    cfg = make_cfg(
+        "task=squad",
+        f"model={model}",
+        "method=ft",
+        f"task.data_dir={SQUAD_DIR}",
+        f"task.files.validation={DEV}",
+        'task.train_split="validation[100:112]"',
+        'task.eval_splits=["validation[100:112]"]',
+        "task.max_length=128",
+        "task.doc_stride=32",
+        "train.epochs=40",
+        "train.batch_size=8",
+        "train.lr=5e-3",
+        "train.eval_epochs=[1]",
+        results_dir=tmp_path,
+    )
+    record = run(cfg)
+    first = record["metrics"]["history"][0]["eval"]["validation[100:112]"]
+    last = record["metrics"]["final"]["validation[100:112]"]
+    assert last["f1"] > first["f1"] + 50 and last["f1"] > 75
+    out = Path(record["artifacts"]) / "outputs" / "epoch_40" / "validation[100:112]"
+    rescored = score_files(out / "dataset.json", out / "predictions.json", warn=False)["scores"]
+    assert rescored == {"exact_match": last["exact_match"], "f1": last["f1"]}
+    assert len(json.loads((out / "predictions.json").read_text())) == 12
