@@ -3,9 +3,11 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from adapters.base import ConfigError
-from runners.config import check_overrides, register_resolvers
+from runners.config import check_overrides, precheck, register_resolvers
 from tasks.base import DataError
 
 register_resolvers()
@@ -15,17 +17,42 @@ register_resolvers()
 def main(cfg) -> None:
     from runners.train import RunStopped, run, summary  # heavy imports after Hydra parsed the command line
 
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            record = run(cfg)
+        except (ConfigError, DataError, RunStopped) as e:
+            sys.exit(f"error: {e}")
+        if record.get("metrics"):
+            print(summary(record))
+        return
+    # a sweep job: record the outcome, never abort the sweep (runners/sweep.py prints the summary)
+    from runners.sweep import write_outcome
+
+    outcome = {"overrides": list(hydra_cfg.overrides.task)}
     try:
         record = run(cfg)
-    except (ConfigError, DataError, RunStopped) as e:
-        sys.exit(f"error: {e}")
-    if record.get("metrics"):
-        print(summary(record))
+        outcome.update(status=record["status"], run_id=record.get("run_id"))
+        if record.get("metrics"):
+            print(summary(record))
+    except (ConfigError, DataError) as e:
+        outcome.update(status="config_error", error=str(e))
+        print(f"error: {e}", file=sys.stderr)
+    except RunStopped as e:
+        outcome.update(status=e.status, error=str(e))
+        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # a bug in one job must not cost the sweep its other jobs
+        import traceback
+
+        traceback.print_exc()
+        outcome.update(status="failed", error=f"{type(e).__name__}: {e}")
+    write_outcome(hydra_cfg.runtime.output_dir, outcome)
 
 
 if __name__ == "__main__":
     try:
         check_overrides(sys.argv[1:])
+        precheck(sys.argv[1:])
     except ConfigError as e:
         sys.exit(f"error: {e}")
     main()

@@ -25,6 +25,14 @@ class FNN(nn.Module):
         return x
 
 
+def check_task(model: str, task: str) -> None:
+    if task != "synthetic_fnn":
+        raise ConfigError(
+            f"model={model} is a plain ReLU network for task=synthetic/fnn only; for task {task} "
+            f"choose a transformer, e.g. model=tiny_deberta"
+        )
+
+
 def build_tokenizer(cfg, texts):
     return None
 

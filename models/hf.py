@@ -73,6 +73,11 @@ def train_wordpiece(texts, vocab_size: int):
     )
 
 
+def check_task(model: str, task: str) -> None:
+    if task == "synthetic_fnn":
+        raise ConfigError(f"task=synthetic/fnn adapts a plain ReLU network: use model=fnn, not model={model}")
+
+
 def build_tokenizer(cfg, texts):
     if cfg.get("tokenizer_train_vocab"):
         return train_wordpiece(texts, cfg.tokenizer_train_vocab)

@@ -19,8 +19,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size", "eval_epochs")  #
 # where results go, whether to redo, how to log: not what is trained (so not in run_id / group_id)
 NOT_HASHED = ("paths", "force", "hydra", "logger", "plan")
 NOT_HASHED_TRAIN = ("num_workers", "checkpoint", "checkpoint_every", "check_every")
-TOP_KEYS = ("seed", "force", "device", "train", "diagnostics", "paths", "model", "task", "method")
-TOP_KEYS += NOT_HASHED
+TOP_KEYS = ("seed", "device", "train", "diagnostics", "model", "task", "method", *NOT_HASHED)
 # every key a `model:` section may have (builders read them; anything else is a typo)
 MODEL_KEYS = (
     "name",
@@ -97,6 +96,79 @@ def check_overrides(argv: list[str]) -> None:
         for choice in value.split(","):
             if choice not in options(key):
                 raise ConfigError(f"unknown {key} {choice!r}; valid: {', '.join(options(key))}")
+
+
+def precheck(argv: list[str]) -> None:
+    """Before Hydra starts: overrides that cannot parse, keys that exist nowhere (`method.rnk=4`) and
+    an unwritable results dir fail in one line naming the fix.
+
+    Composes the config once (a sweep contributes its first value), then walks each `a.b.c=value`
+    path. Keys added on purpose with `+` are checked after composition (runners/checks.py).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from runners.store import check_writable
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        bad = next((a for a in args if _unparsable(a)), args[0] if args else "")
+        key, _, value = bad.partition("=")
+        raise ConfigError(
+            f"cannot parse override {bad!r}; quote the value for Hydra and the shell, e.g. \"{key}='{value}'\""
+        ) from e
+    single = []
+    for arg, o in zip(args, parsed):
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()))
+            single.append(f"{o.get_key_element()}={first}")
+        elif not o.is_delete():
+            single.append(arg)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=single)
+        except HydraException as e:
+            key = _missing_key(str(e))
+            if key is None:
+                raise ConfigError(str(e).splitlines()[0]) from e
+            cfg = compose("config", overrides=[a for a in single if a.partition("=")[0] in GROUPS])
+            _unknown_key(cfg, key)
+            raise ConfigError(str(e).splitlines()[0]) from e
+    check_writable(Path(cfg.paths.results_dir))
+
+
+def _unparsable(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_overrides([arg])
+    except HydraException:
+        return True
+    return False
+
+
+def _missing_key(message: str) -> str | None:
+    """The key of Hydra's "Could not override 'a.b'" error."""
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", message)
+    return m.group(1) if m else None
+
+
+def _unknown_key(cfg: DictConfig, key: str) -> None:
+    node, path = cfg, key.split(".")
+    for i, part in enumerate(path):
+        if not isinstance(node, DictConfig):
+            return
+        if part not in node:
+            parent = ".".join(path[:i]) or "the top level"
+            valid = ", ".join(sorted(str(k) for k in node.keys()))
+            raise ConfigError(f"unknown key {key}; valid keys of {parent}: {valid}")
+        node = node._get_node(part)
 
 
 def lookup(registry: dict, name: str, what: str):

@@ -105,6 +105,7 @@ def run(cfg: DictConfig) -> dict:
     method_mod = lookup(METHODS, cfg.method.name, "method")
     task_mod = lookup(TASKS, cfg.task.name, "task")
     builder = lookup(BUILDERS, cfg.model.builder, "model builder")
+    builder.check_task(cfg.model.name, cfg.task.name)
     method_cfg = typed(method_mod.Config, cfg.method, "method")
     task_cfg = typed(task_mod.Config, cfg.task, "task", drop=TRAIN_KEYS)
     check_run_config(resolved, t, method_mod, method_cfg)
@@ -387,10 +388,11 @@ def _check_finite(pending: list[torch.Tensor], s: dict, t: TrainConfig) -> None:
     if bool(torch.isfinite(values).all()):
         s["last_finite_loss"] = float(values[-1])
         return
+    last = s.get("last_finite_loss")
     raise RunStopped(
         "diverged",
-        f"non-finite loss or gradient norm by step {s['step']} (last finite total loss "
-        f"{s.get('last_finite_loss')}); lower train.lr (now {t.lr}) or method.reg_weight, or set train.max_grad_norm",
+        f"non-finite loss or gradient norm by step {s['step']} "
+        f"({'no finite loss yet' if last is None else f'last finite total loss {last:.6g}'}); lower train.lr (now {t.lr}) or method.reg_weight, or set train.max_grad_norm",
         diverged_at_step=s["step"],
         last_finite_loss=s.get("last_finite_loss"),
         history=s["history"],

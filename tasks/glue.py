@@ -10,6 +10,7 @@ Labels follow the Hub's `glue` encoding. Metrics: tasks/metrics/glue.py.
 from __future__ import annotations
 
 import csv
+import io
 import re
 import sys
 from dataclasses import dataclass, field
@@ -87,6 +88,14 @@ class Config:
     def __post_init__(self):
         if self.subset not in SPECS:
             raise ConfigError(f"unknown GLUE subset {self.subset!r}; valid: {', '.join(TASKS)}")
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"task.{key} must be an integer >= 1 or null (all rows), got {value!r}")
+        if self.max_length < 8:
+            raise ConfigError(f"task.max_length must be >= 8 tokens, got {self.max_length}")
+        if not self.eval_splits:
+            raise ConfigError("task.eval_splits is empty; give at least one split, e.g. [validation]")
         for split in [self.train_split, *self.eval_splits]:
             if not SPLIT.match(split):
                 raise ConfigError(
@@ -110,8 +119,18 @@ def tsv_path(data_dir: str, subset: str, split: str) -> Path:
 def read_tsv(path: Path, subset: str) -> list[dict]:
     """Rows of an original GLUE TSV as {"text": (a[, b]), "label": int | float}."""
     spec = SPECS[subset]
-    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC files start with a BOM
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    raw_bytes = path.read_bytes()
+    try:
+        text = raw_bytes.decode("utf-8-sig")  # MRPC files start with a BOM
+    except UnicodeDecodeError as e:
+        line = raw_bytes[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason}); re-save the file as UTF-8") from e
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{path}:{line}: NUL byte: a binary file, not a GLUE TSV")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    if len(rows) <= int(spec.header):
+        raise DataError(f"{path}: no data rows; is the file complete?")
     if spec.header:
         header, rows = rows[0], rows[1:]
         missing = [c for c in (*spec.tsv, spec.tsv_label) if c not in header]
@@ -129,10 +148,25 @@ def read_tsv(path: Path, subset: str) -> list[dict]:
             raise DataError(
                 f"{path}:{i}: expected at least {max(*cols, label_col) + 1} tab-separated fields, got {len(row)}"
             )
-        raw = row[label_col]
-        label = spec.label_map[raw] if spec.label_map else (float(raw) if spec.num_labels == 1 else int(raw))
+        label = parse_label(row[label_col], spec, f"{path}:{i}")
         out.append({"text": tuple(row[c] for c in cols), "label": label})
     return out
+
+
+def parse_label(raw: str, spec: Spec, where: str) -> int | float:
+    """A TSV label in the Hub's encoding; a bad one names the file and line."""
+    if spec.label_map:
+        if raw not in spec.label_map:
+            raise DataError(f"{where}: label {raw!r} is not one of {', '.join(spec.label_map)}")
+        return spec.label_map[raw]
+    try:
+        value = float(raw) if spec.num_labels == 1 else int(raw)
+    except ValueError:
+        kind = "a number" if spec.num_labels == 1 else "an integer"
+        raise DataError(f"{where}: label {raw!r} is not {kind}") from None
+    if spec.num_labels > 1 and not 0 <= value < spec.num_labels:
+        raise DataError(f"{where}: label {value} is outside 0..{spec.num_labels - 1}")
+    return value
 
 
 def load_split(cfg: Config, split: str) -> list[dict]:
@@ -166,16 +200,18 @@ class Glue(Task):
         self.spec = SPECS[cfg.subset]
         self.main_metric = MAIN_METRIC[cfg.subset]
         # load now: a missing file fails before any model is built
-        self.raw = {"train": self._take(load_split(cfg, cfg.train_split), cfg.max_train_samples)}
+        self.raw = {"train": self._take(cfg.train_split, cfg.max_train_samples)}
         for split in cfg.eval_splits:
-            self.raw[split] = self._take(load_split(cfg, split), cfg.max_eval_samples)
+            self.raw[split] = self._take(split, cfg.max_eval_samples)
 
     @classmethod
     def label(cls, cfg) -> str:
         return f"glue/{cfg.subset}"
 
-    @staticmethod
-    def _take(rows, n):
+    def _take(self, split: str, n: int | None) -> list[dict]:
+        rows = load_split(self.cfg, split)
+        if not rows:
+            raise DataError(f"GLUE {self.cfg.subset} split {split!r} has no rows; check the slice")
         return rows if n is None else rows[:n]
 
     @property
