@@ -51,12 +51,19 @@ def banned_tokens(generated: list[int], n: int) -> set[int]:
     }
 
 
+_MEMO: dict = {}
+
+
 @torch.no_grad()
 def next_logprobs(model, prompt: list[int], generated: list[int], n: int) -> list[float]:
-    logits = model(torch.tensor([prompt + generated])).logits[0, -1].double()
-    for tok in banned_tokens(generated, n):
-        logits[tok] = -math.inf
-    return torch.log_softmax(logits, -1).tolist()
+    """log p(next token | prompt + generated), n-gram-banned tokens removed and renormalised."""
+    key = (id(model), tuple(prompt), tuple(generated), n)
+    if key not in _MEMO:
+        logits = model(torch.tensor([prompt + generated])).logits[0, -1].double()
+        for tok in banned_tokens(generated, n):
+            logits[tok] = -math.inf
+        _MEMO[key] = torch.log_softmax(logits, -1).tolist()
+    return _MEMO[key]
 
 
 def exhaustive_best(model, prompt, T, lp, n):
