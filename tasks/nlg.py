@@ -35,6 +35,7 @@ from runners.record import atomic_write
 from tasks.base import DataError, EvalContext, Task, TaskData
 from tasks.batching import pad_collate
 from tasks.decoding import BeamConfig, beam_search_batch
+from tasks.squad import check_common
 
 SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
 
@@ -59,6 +60,7 @@ class Config:
     java_metrics: bool = True  # false: METEOR (and E2E's ROUGE_L / CIDEr) listed unavailable, "not requested"
 
     def __post_init__(self):
+        check_common(self)
         for split in [self.train_split, *self.eval_splits]:
             if not SPLIT.match(split):
                 raise ConfigError(

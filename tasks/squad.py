@@ -53,6 +53,7 @@ class Config:
     max_answer_length: int = 30
 
     def __post_init__(self):
+        check_common(self)
         for split in [self.train_split, *self.eval_splits]:
             if not SPLIT.match(split):
                 raise ConfigError(
@@ -62,6 +63,18 @@ class Config:
             raise ConfigError(f"task.doc_stride must be in [0, max_length), got {self.doc_stride}")
         if self.n_best < 1 or self.max_answer_length < 1:
             raise ConfigError("task.n_best and task.max_answer_length must be >= 1")
+
+
+def check_common(cfg) -> None:
+    """Sample caps are integers >= 1 or null; at least one eval split."""
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = getattr(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"task.{key} must be an integer >= 1 or null (all), got {value!r}")
+    if not cfg.eval_splits:
+        raise ConfigError("task.eval_splits is empty; give at least one split, e.g. [validation]")
+    if cfg.max_length < 16:
+        raise ConfigError(f"task.max_length must be >= 16 tokens, got {cfg.max_length}")
 
 
 def read_squad_json(path: Path) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -180,3 +181,14 @@ def test_squad_run_learns_and_saves_rescorable_predictions(model, tmp_path):
     rescored = score_files(out / "dataset.json", out / "predictions.json", warn=False)["scores"]
     assert rescored == {"exact_match": last["exact_match"], "f1": last["f1"]}
     assert len(json.loads((out / "predictions.json").read_text())) == 12
+
+
+def test_window_longer_than_the_model_and_bad_caps_name_the_fix(gpt2_tokenizer):
+    task = Squad(dev_cfg(train_split="validation[:2]", eval_splits=["validation[2:4]"]))
+    small = SimpleNamespace(config=SimpleNamespace(n_positions=256))
+    with pytest.raises(ConfigError, match=r"task.max_length=384 exceeds the model's 256 positions"):
+        task.build(small, gpt2_tokenizer)
+    with pytest.raises(ConfigError, match="max_eval_samples must be an integer >= 1"):
+        dev_cfg(max_eval_samples=0)
+    with pytest.raises(ConfigError, match="eval_splits is empty"):
+        dev_cfg(eval_splits=[])
