@@ -170,6 +170,12 @@ def match_modules(model: nn.Module, patterns: Iterable[str], what: str = "target
         return {}
     found: dict[str, nn.Module] = {}
     for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ConfigError(
+                f"{what} {dict(pattern) if hasattr(pattern, 'items') else pattern!r} is not a regex: only "
+                f"methods built on adapters/placement.py adapt blocks of a fused module; use a model "
+                f"placement of plain regexes (e.g. model.placement=attn)"
+            )
         regex = compile_pattern(pattern, what)
         hits = {n: m for n, m in model.named_modules() if n and regex.fullmatch(n)}
         if not hits:

@@ -2,6 +2,9 @@
 
     y = W x + (α/R) · B A x,  A random, B = 0, W frozen; target modules from the model config.
 
+Targets are whole modules (regexes) or blocks of a fused projection (adapters/placement.py: GPT-2's
+q and v inside `c_attn`, each with its own A, B).
+
 R-LoRA adds the orthogonality regularizer (`reg_weight` > 0; adapters/orthogonal.py), GM-LoRA the
 gradient mask (`mask_directions` or `mask_fraction`; adapters/masking.py), RM-LoRA both. They are one
 implementation with different defaults (conf/method/{lora,r_lora,gm_lora,rm_lora}.yaml), so
@@ -16,9 +19,10 @@ import torch
 from torch import nn
 
 from adapters.base import ConfigError, Method, freeze_all_but, match_modules
-from adapters.lowrank import LowRankLinear, inject
+from adapters.lowrank import LowRankLinear
 from adapters.masking import MODES, DirectionMask
 from adapters.orthogonal import FORMS, OrthogonalityRegularizer
+from adapters.placement import LowRankBranch, place
 
 
 @dataclass
@@ -77,14 +81,19 @@ def validate(cfg: Config, model_cfg: dict) -> None:
 def apply(
     model: nn.Module, cfg: Config, targets: list[str], heads: list[str], generator: torch.Generator
 ) -> Method:
-    """Wraps every module matching `targets`, freezes the rest but `heads`, attaches reg / mask."""
+    """Wraps every target (whole modules or fused blocks: adapters/placement.py), freezes the rest
+    but `heads`, attaches reg / mask."""
     head_names = freeze_all_but(model, match_modules(model, heads, "head"))
-    found = match_modules(model, targets, "target")
 
-    def make(name, module):
+    def make_whole(name, module):
         return LowRankLinear(module, cfg.rank, cfg.alpha, cfg.dropout, cfg.init, cfg.init_std, name=name)
 
-    lowrank = inject(model, found, make)
+    def make_branch(name, d_in, d_out, like):
+        return LowRankBranch(
+            d_in, d_out, cfg.rank, cfg.alpha, like, cfg.dropout, cfg.init, cfg.init_std, name
+        )
+
+    lowrank = place(model, targets, make_whole, make_branch)
     method = Method(
         name=cfg.name,
         model=model,
@@ -100,4 +109,7 @@ def apply(
         )
     if cfg.directions is not None:
         method.hooks.append(DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode))
+    from adapters import export  # late: export imports peft
+
+    method.exporter = lambda folder: export.peft_lora(method, folder, cfg.dropout)
     return method

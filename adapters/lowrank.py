@@ -34,6 +34,37 @@ def in_out_features(module: nn.Module) -> tuple[int, int]:
     )
 
 
+def make_factors(
+    rank: int,
+    d_in: int,
+    d_out: int,
+    like: torch.Tensor,
+    init: str = "kaiming",
+    init_std: float = 0.02,
+    name: str = "",
+) -> tuple[nn.Parameter, nn.Parameter]:
+    """A (R, d_in) random and B (d_out, R) zero on `like`'s device and dtype, after checking R.
+
+    Shared by every block with LoRA factors (`LowRankLinear`, the fused-placement branches, LoDA).
+    """
+    if rank < 1:
+        raise ConfigError(f"rank must be >= 1, got {rank}; set method.rank to a positive integer")
+    if rank > min(d_in, d_out):
+        raise ConfigError(
+            f"rank {rank} exceeds min(d_in, d_out) = {min(d_in, d_out)} of module {name!r}; "
+            f"lower method.rank or narrow model.target_modules"
+        )
+    lora_A = nn.Parameter(torch.empty(rank, d_in, device=like.device, dtype=like.dtype))
+    lora_B = nn.Parameter(torch.zeros(d_out, rank, device=like.device, dtype=like.dtype))
+    if init == "kaiming":  # PEFT's default: Kaiming-uniform with a = √5
+        nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5))
+    elif init == "gaussian":  # RM-LoRA reference code: A ~ N(0, 0.02²)
+        nn.init.normal_(lora_A, std=init_std)
+    else:
+        raise ConfigError(f"unknown method.init {init!r}; valid: kaiming, gaussian")
+    return lora_A, lora_B
+
+
 class LowRankLinear(nn.Module):
     """Frozen `base` plus a scaled low-rank update; see the module docstring for the math."""
 
@@ -49,26 +80,12 @@ class LowRankLinear(nn.Module):
     ):
         super().__init__()
         d_in, d_out = in_out_features(base)
-        if rank < 1:
-            raise ConfigError(f"rank must be >= 1, got {rank}; set method.rank to a positive integer")
-        if rank > min(d_in, d_out):
-            raise ConfigError(
-                f"rank {rank} exceeds min(d_in, d_out) = {min(d_in, d_out)} of module {name!r}; "
-                f"lower method.rank or narrow model.target_modules"
-            )
+        lora_A, lora_B = make_factors(rank, d_in, d_out, base.weight, init, init_std, name)
         self.base = base
         for p in base.parameters():
             p.requires_grad_(False)
         self.rank, self.scaling = rank, alpha / rank
-        w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(rank, d_in, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(d_out, rank, device=w.device, dtype=w.dtype))
-        if init == "kaiming":  # PEFT's default: Kaiming-uniform with a = √5
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        elif init == "gaussian":  # RM-LoRA reference code: A ~ N(0, 0.02²)
-            nn.init.normal_(self.lora_A, std=init_std)
-        else:
-            raise ConfigError(f"unknown method.init {init!r}; valid: kaiming, gaussian")
+        self.lora_A, self.lora_B = lora_A, lora_B
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from adapters.base import ConfigError, compile_pattern
+from adapters.placement import parse_targets
 from runners.config import MODEL_KEYS, TOP_KEYS, TrainConfig
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -34,6 +35,9 @@ def check_run_config(resolved: dict, t: TrainConfig, method_mod, method_cfg) -> 
         for patterns in groups:
             if not isinstance(patterns, list):
                 raise ConfigError(f"model.{key} must be a list of regexes, got {patterns!r}")
+            if key == "target_modules":  # regexes, or mappings that split a fused module's blocks
+                whole, splits = parse_targets(patterns)
+                patterns = whole + [split.module for split in splits]
             for pattern in patterns:
                 compile_pattern(pattern, key.removesuffix("_modules"))
     validate = getattr(method_mod, "validate", None)

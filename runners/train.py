@@ -181,6 +181,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         heads_for(model_cfg, task.head),
         torch.Generator().manual_seed(cfg.seed),  # the masks' own stream
     )
+    model = method.model  # a method may wrap the model it adapts (e.g. PEFT prompt methods)
     data = task.on_method(model, method, data)
     counts_start = method.param_counts()
     record["task_version"] = task.version

@@ -106,3 +106,21 @@ def test_bad_files_in_process(tmp_path, capsys, content, message):
 def test_missing_file(capsys, tmp_path):
     assert main(["squad", str(tmp_path / "nope.json"), str(tmp_path / "nope2.json")]) == 2
     assert "nope.json: cannot read file" in capsys.readouterr().err
+
+
+def test_scoring_command_imports_no_deep_learning_library():
+    # `python -m tasks.metrics squad ...` must stay fast: no torch / transformers behind `tasks`.
+    code = (
+        "import runpy, sys; sys.argv = ['tasks.metrics', 'squad', sys.argv[1], sys.argv[2]];\n"
+        "try:\n    runpy.run_module('tasks.metrics', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'numpy', 'scipy'})\n"
+        "assert not heavy, heavy"
+    )
+    dataset = DATA / "squad" / "dev-v1.1.reconstructed.json"
+    preds = DATA / "metrics" / "squad_example" / "predictions_logistic_baseline.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(dataset), str(preds)], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["scores"]["exact_match"] == pytest.approx(40.14191106906339)

@@ -127,3 +127,77 @@ def test_bad_inputs(tmp_path):
         dart.score_files(hyp, [ref], meteor=False)
     with pytest.raises(MetricInputError):
         dart.dart_scores(["a"], [[]], meteor=False)
+
+
+# ---------------------------------------------------------------- eval.py's nltk tokenisation
+
+
+def test_eval_tokenize_quotes_and_contractions():
+    # gpt2_decode.py --tokenize --lower first: every non-word character stands alone.
+    lora = dart.lora_tokenize("He said \"it's fine\". Don't (cannot) wanna go!").lower()
+    assert lora == "he said \" it ' s fine \" . don ' t ( cannot ) wanna go !"
+    # nltk: each '"' follows a space, so opening and closing quotes both become ``; the split
+    # apostrophes stay "'"; "cannot" / "wanna" are split by nltk's contraction rules.
+    assert dart.eval_tokenize(lora) == "he said `` it ' s fine `` . don ' t ( can not ) wan na go !"
+    # Untokenised text (the --no-preprocess path): nltk's own contraction and quote rules.
+    assert dart.eval_tokenize('He said "it\'s fine."') == "He said `` it 's fine . ''"
+
+
+@pytest.fixture(scope="module")
+def dart_dev_texts():
+    import json
+    from pathlib import Path
+
+    path = (
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dart" / "dart-v1.1.1-full-dev.json"
+    )
+    texts = [
+        a["text"] for entry in json.loads(path.read_text()) for a in entry["annotations"] if a.get("text")
+    ]
+    # The texts where sentence splitting could matter: quotes, apostrophes, several sentences.
+    quoted = [t for t in texts if '"' in t or "'" in t]
+    multi = [t for t in texts if t.count(". ") + t.count("? ") + t.count("! ") >= 1 and t not in quoted]
+    return quoted[:150] + multi[:150]
+
+
+def test_preserve_line_equals_any_sentence_split_on_lora_text(dart_dev_texts):
+    # eval.py calls nltk.word_tokenize(text), which first splits sentences with Punkt (not
+    # available offline). On LoRA-tokenised text the result does not depend on where the
+    # sentences are split: splitting after every sentence-end character (the finest split Punkt
+    # can make), with a following closing quote/bracket moved to the previous sentence (Punkt's
+    # boundary realignment) or not, and an untrained Punkt model all give the preserve_line tokens.
+    import re
+
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    word, punkt = NLTKWordTokenizer(), PunktSentenceTokenizer()
+    splitters = [
+        lambda s: re.split(r"(?<=[.?!]) ", s),
+        lambda s: re.split(r"(?<=[.?!] [\"')\]}]) |(?<=[.?!]) (?![\"')\]}])", s),
+        punkt.tokenize,
+    ]
+    assert len(dart_dev_texts) == 300
+    for text in dart_dev_texts:
+        lora = dart.lora_tokenize(text).lower()
+        whole = dart.eval_tokenize(lora).split()
+        for split in splitters:
+            assert [t for sent in split(lora) for t in word.tokenize(sent)] == whole, lora
+
+
+def test_preserve_line_differs_on_untokenised_text():
+    # Documented limit: without the LoRA preprocessing a period inside the line stays on its word.
+    from nltk.tokenize import NLTKWordTokenizer
+
+    text = "The Eagle is a pub. It is cheap."
+    assert dart.eval_tokenize(text).split()[4] == "pub."
+    sentences = ["The Eagle is a pub.", "It is cheap."]  # what Punkt's English model returns
+    assert [t for s in sentences for t in NLTKWordTokenizer().tokenize(s)][4] == "pub"
+
+
+def test_meteor_and_ter_use_nltk_tokens():
+    # TER on eval.py's tokens: "cannot" is two nltk tokens ("can not"), so the output "can not"
+    # equals the reference "cannot" for TER (0) although the LoRA tokens differ; and the quotes
+    # of the output ('"' -> ``) match the reference's.
+    s = dart.dart_scores(["It can not", 'A "b" c'], [["It cannot"], ['A " b " c']], meteor=False)["scores"]
+    assert s["TER"] == 0.0

@@ -78,22 +78,27 @@ def test_bleu_nist_single_reference_by_hand():
     assert NIST_BETA == pytest.approx(-math.log(0.5) / math.log(1.5) ** 2)
 
 
-def test_nist_average_length_counts_padded_reference_sets():
+def test_nist_average_length_counts_non_empty_references():
     # Segment 1 has 2 references, segment 2 one (padded with an empty one: 2 reference sets).
-    # Reference words 3 + 4 + 2 = 9, average 9 / 2 = 4.5; hypothesis words 3 -> ratio 2/3 -> 0.5.
+    # mteval-v13a-sig divides the 3 + 4 + 2 = 9 reference words by the average number of
+    # non-empty references per segment, (2 + 1) / 2 = 1.5: average length 6; hypothesis words 3
+    # -> ratio 1/2 -> factor exp(-beta ln(2)^2) (dividing by the 2 reference sets gave 4.5, 2/3, 0.5).
     # Counts: a 2, b 2, x 1, total 9; "a b" 2. Matched: a, b (log2 9/2 each), x (log2 9), "a b"
     # (log2 2/2 = 0). Unigram term (2 log2 4.5 + log2 9) / 3; bigram 0 / 1.
     s = mteval_scores(["a b", "x"], [["a b c", "a b c d"], ["x y"]])
-    assert s["NIST"] == pytest.approx(0.5 * (2 * math.log2(4.5) + math.log2(9)) / 3, abs=1e-12)
-    assert s["BLEU"] == 0.0  # no 4-gram matches at all: mteval does not smooth
+    penalty = math.exp(-NIST_BETA * math.log(2) ** 2)
+    assert s["NIST"] == pytest.approx(penalty * (2 * math.log2(4.5) + math.log2(9)) / 3, abs=1e-12)
+    # BLEU: 3/3 unigrams, 1/1 bigram, no 3- or 4-grams in the output (t_n = 0 counts as log 0);
+    # closest lengths 3 and 2 (the padded empty reference is skipped): BP exp(1 - 5/3).
+    assert s["BLEU"] == pytest.approx(math.exp(1 - 5 / 3), abs=1e-12)
 
 
-def test_bleu_closest_length_includes_padded_empty_reference():
-    # Segment 2 ("p q", 2 words) has one real reference of 5 words and one padded empty one:
-    # |2 - 0| < |2 - 5|, so mteval's closest length is 0. Ref length 4 + 0 <= 6 words -> BP 1,
-    # and all n-gram precisions are 1 (6/6, 4/4, 2/2, 1/1).
+def test_bleu_closest_length_skips_padded_empty_reference():
+    # Segment 2 ("p q", 2 words) has one real reference of 5 words and one padded empty one;
+    # mteval skips the empty one, so its closest length is 5 (0 was picked before). Ref length
+    # 4 + 5 = 9 vs 6 output words -> BP exp(1 - 9/6); n-gram precisions 6/6, 4/4, 2/2, 1/1.
     s = mteval_scores(["a b c d", "p q"], [["a b c d", "a b c d e f"], ["p q r s t"]])
-    assert s["BLEU"] == pytest.approx(1.0, abs=1e-12)
+    assert s["BLEU"] == pytest.approx(math.exp(1 - 9 / 6), abs=1e-12)
 
 
 def test_bleu_case_insensitive_and_empty_hypothesis():

@@ -10,10 +10,13 @@ import time
 import pytest
 from safetensors.torch import load_file
 
+from adapters import METHODS
 from adapters.base import ConfigError
-from runners.config import ROOT, check_overrides
+from runners.config import ROOT, check_overrides, options
 from runners.train import run
 from tasks.base import DataError
+
+VALID_METHODS = ", ".join(sorted(METHODS))  # grows with every method; == options("method")
 
 FAST_FNN = ("task.n_train=512", "task.n_test=256", "train.epochs=4")
 METHODS = ["ft", "lora", "r_lora", "gm_lora", "rm_lora"]
@@ -40,8 +43,8 @@ def check_record(rec: dict, low_rank: bool) -> None:
     m = rec["metrics"]
     assert set(m["best"]) >= {"epoch", "score", "eval"} and m["final"] == m["history"][-1]["eval"]
     for entry in m["history"]:
-        assert set(entry) >= {"epoch", "train_loss", "train", "eval"}
-        assert all("loss" in split for split in entry["eval"].values())
+        assert set(entry) >= {"epoch", "train_loss", "train"}
+        assert all("loss" in split for split in entry.get("eval", {}).values())
     assert set(rec["params"]) >= {"trainable", "inference", "total", "convention"}
     assert set(rec["timing"]) >= {"wall_s", "samples_per_s", "peak_mem_mb"}
     assert set(rec["env"]) >= {"git_sha", "git_dirty", "packages", "device"}
@@ -109,7 +112,7 @@ def test_failed_run_writes_a_failed_record(cfg_factory, tmp_path):
             DataError,
             "missing GLUE file /nonexistent/RTE",
         ),
-        (("method.name=nope",), ConfigError, "unknown method 'nope'; valid: ft, gm_lora, lora"),
+        (("method.name=nope",), ConfigError, f"unknown method 'nope'; valid: {VALID_METHODS}"),
     ],
 )
 def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory, capsys):
@@ -121,7 +124,7 @@ def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory,
 @pytest.mark.parametrize(
     ("arg", "message"),
     [
-        ("method=nope", "unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"),
+        ("method=nope", f"unknown method 'nope'; valid: {', '.join(options('method'))}"),
         ("task=glue/nope", "unknown task 'glue/nope'; valid: .*glue/cola"),
         ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
         ("method=lora,nope", "unknown method 'nope'"),
@@ -136,7 +139,7 @@ def test_command_line_error_is_one_line():
     out = subprocess.run([sys.executable, "run.py", "method=nope"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; valid: ft, gm_lora, lora, r_lora, rm_lora"
+        f"error: unknown method 'nope'; valid: {', '.join(options('method'))}"
     ]
 
 
@@ -189,23 +192,28 @@ def test_multirun_seed_sweep(tmp_path):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("model", ["tiny_deberta", "tiny_gpt2"])
 def test_every_method_on_a_tiny_transformer_with_real_glue(method, model, cfg_factory, glue_dir):
-    # a tiny random model can only fit a small SST-2 slice: the training loss must fall on it
+    # A tiny random model memorises 16 SST-2 sentences (160 steps): every method must get its train
+    # loss far down. Margin measured over seeds 0-5, 1 and 2 BLAS threads: worst final/first loss
+    # ratio 0.55 (tiny_deberta lora, seed 4), typical 1e-4..1e-2; asserted: < 0.7, acc >= 0.75.
     overrides = [
         f"model={model}",
         "task=glue/sst2",
         f"method={method}",
         f"task.data_dir={glue_dir}",
-        "task.max_train_samples=256",
-        "task.max_eval_samples=128",
-        "task.max_length=48",
-        "train.epochs=8",
-        "train.batch_size=16",
-        "train.lr=1e-2",
+        "task.max_train_samples=16",
+        "task.max_eval_samples=32",
+        "task.max_length=32",
+        "train.epochs=40",
+        "train.eval_epochs=[40]",
+        "train.batch_size=4",
+        "train.checkpoint=false",
+        f"train.lr={1e-3 if method == 'ft' else 1e-2}",
     ]
     rec = run(cfg_factory(*overrides, *(["method.rank=4"] if method != "ft" else [])))
     check_record(rec, low_rank=method != "ft")
     history = rec["metrics"]["history"]
-    assert history[-1]["train_loss"] < 0.99 * history[0]["train_loss"]
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["train"]["acc"] >= 0.75
     assert set(history[-1]["eval"]["validation"]) == {"loss", "acc"}
 
 

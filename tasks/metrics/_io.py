@@ -13,8 +13,12 @@ class MetricInputError(ValueError):
     """Bad metric input: count mismatch, empty file, undecodable bytes, malformed JSON, ..."""
 
 
-def read_text(path: str | Path) -> str:
-    """Returns the whole file decoded as strict UTF-8 (a leading byte-order mark is dropped).
+def read_text(path: str | Path, keep_bom: bool = False) -> str:
+    """Returns the whole file decoded as strict UTF-8.
+
+    Args:
+        keep_bom: keep a leading byte-order mark as the character U+FEFF (as `codecs.open(...,
+            'UTF-8')` does, so e2e-metrics glues it to the first word); False drops it.
 
     Raises:
         MetricInputError: missing/unreadable file, empty (0-byte) file, or bytes that are not UTF-8 (the
@@ -35,44 +39,60 @@ def read_text(path: str | Path) -> str:
             f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
             "re-encode the file as UTF-8"
         ) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text[1:] if text.startswith("\ufeff") and not keep_bom else text
 
 
-def stripped_lines(path: str | Path) -> list[str]:
+def stripped_lines(path: str | Path, keep_bom: bool = False) -> list[str]:
     """One stripped string per line, split as e2e-metrics reads files (codecs line iteration).
 
     `codecs` iteration breaks lines at every Unicode line boundary (str.splitlines), not only at
-    '\\n'; e2e-metrics' `read_lines` then strips each line. Both are reproduced here.
+    '\\n'; e2e-metrics' `read_lines` then strips each line (Python's whitespace set). Both are
+    reproduced here.
     """
-    return [line.strip() for line in read_text(path).splitlines()]
+    return [line.strip() for line in read_text(path, keep_bom).splitlines()]
 
 
-def grouped_references(path: str | Path) -> list[list[str]]:
-    """Reference groups from a file with one reference a line and groups separated by blank lines.
+def grouped_references(path: str | Path, keep_bom: bool = False) -> list[list[str]]:
+    """Reference groups as e2e-metrics `load_data` reads a plain-text references file.
 
-    Mirrors e2e-metrics `read_lines(..., multi_ref=True)`. Blank lines at the end of the file are
-    ignored; two blank lines in a row inside the file would make an empty group there, which the
-    official script cannot score either, so it is reported as an error.
+    `read_lines(..., multi_ref=True)`: one reference a line, groups separated by blank lines, one
+    empty group at the end dropped. A file that then holds a single group has no separating
+    blank line and is read as one reference per MR (`data_ref = [[inst] for inst in ...]`).
+    Where the official script would get an empty group (two blank lines in a row, or a file
+    ending in two or more blank lines: it fails with an AssertionError or scores garbage), this
+    raises an error naming the line.
 
     Raises:
-        MetricInputError: empty file or an empty reference group.
+        MetricInputError: a file of no references, or an empty reference group.
     """
+    lines = stripped_lines(path, keep_bom)
+    if not any(lines):
+        raise MetricInputError(f"{path}: file holds no references")
     groups: list[list[str]] = [[]]
     starts = [1]  # 1-based line where each group starts, for error messages
-    for number, line in enumerate(stripped_lines(path), start=1):
+    for number, line in enumerate(lines, start=1):
         if line:
             groups[-1].append(line)
         else:
             groups.append([])
             starts.append(number + 1)
-    while groups and not groups[-1]:
+    if not groups[-1]:
         groups.pop()
         starts.pop()
     for group, start in zip(groups, starts):
-        if not group:
-            raise MetricInputError(f"{path}: line {start}: empty reference group (two blank lines in a row)")
-    if not groups:
-        raise MetricInputError(f"{path}: file holds no references")
+        if group:
+            continue
+        if not any(lines[start - 1 :]):
+            trailing = next(i for i, line in enumerate(reversed(lines)) if line)
+            raise MetricInputError(
+                f"{path}: the file ends in {trailing} blank lines, which measure_scores.py reads as an "
+                "empty reference group (it then fails); remove all but one"
+            )
+        raise MetricInputError(
+            f"{path}: line {start}: empty reference group (a blank line first or two in a row)"
+        )
+    if len(groups) == 1:  # no separating blank line: a single-reference file
+        groups = [[ref] for ref in groups[0]]
     return groups
 
 

@@ -9,8 +9,22 @@ reference, every text tokenised by `' '.join(re.split('(\\W)', text).split())` a
   without lower-casing (the text is already lower-cased), corpus statistics, closest reference
   length (ties: shorter), no smoothing; 0-100 scale. The script prints it with 2 decimals and
   eval.py parses that print; here it is full precision.
-* METEOR: meteor-1.5.jar in file mode, `-l en -norm -r <num_refs>`, on text tokenised once more
-  with `' '.join(re.split('(\\W)', text))`, as eval.py does; the jar's "Final score".
+* METEOR: meteor-1.5.jar in file mode, `-l en -norm -r <num_refs>`, on the texts tokenised once
+  more with `' '.join(nltk.word_tokenize(text))`, as eval.py does (references and outputs);
+  the jar's "Final score". TER uses the same tokens.
+* nltk.word_tokenize needs the Punkt sentence model, which cannot be downloaded here; this
+  module calls it with `preserve_line=True` (the whole line is one "sentence"). On texts that
+  went through `gpt2_decode.py --tokenize` (every non-word character stands alone between
+  spaces) that gives exactly eval.py's tokens: NLTK's word rules then only put spaces around
+  tokens that are already separate, and the rules tied to a sentence start or end (`^"` ->
+  ``` `` ```, the final period) act the same at any sentence boundary Punkt could pick (checked
+  once on all 19,531 DART dev and test references; tests/test_metrics_dart.py checks 300 of
+  them against every split Punkt could make and an untrained Punkt model). On other texts (the
+  `--no-preprocess` path with untokenised files) a period inside a line stays glued to its
+  word ("pub." where eval.py's Punkt split gives "pub", "."). Quotes: every `"` in
+  LoRA-tokenised text follows a space, so NLTK turns each one, opening or closing, into
+  ``` `` ```. Tokens follow nltk 3.10.4 (pinned); older nltk releases have slightly different
+  quote rules.
 * TER: eval.py's per-sentence TER with `pyter` (own re-implementation of pyter3 0.3's algorithm,
   no tercom): for each source the smallest TER over its references (a blank reference counts
   as TER 1), then the plain mean over sources. This is not corpus TER (tercom's total edits /
@@ -25,6 +39,11 @@ reference, every text tokenised by `' '.join(re.split('(\\W)', text).split())` a
   line has not entered TER either. `score_files` therefore scores exactly the lines of the
   files, with or without a final newline, and METEOR files are written so that the jar reads
   exactly one line per segment (also when the last output is empty).
+
+This is LoRA's protocol, not DART's own `run_eval_on_dart.sh` (multi-bleu.perl on whitespace
+tokens against 3 references, METEOR with `-r 8` on the files of its `prepare_files.py`, and
+corpus TER from the tercom 0.7.25 jar); that protocol is not offered here (tercom and the DART
+reference layout are not available offline).
 """
 
 from __future__ import annotations
@@ -42,6 +61,14 @@ from tasks.metrics.mteval import tokenize_13a
 
 NUM_REFS = 6
 _NONWORD = re.compile(r"(\W)")
+NLTK_SETTING = "nltk.word_tokenize(text, preserve_line=True), nltk 3.10.4"
+
+
+def eval_tokenize(text: str) -> str:
+    """eval.py's `' '.join(nltk.word_tokenize(text))` for METEOR and TER (see module docstring)."""
+    from nltk.tokenize import word_tokenize
+
+    return " ".join(word_tokenize(text, preserve_line=True))
 
 
 def lora_tokenize(text: str) -> str:
@@ -294,8 +321,15 @@ def dart_scores(
     scores: dict[str, float] = {"BLEU": multi_bleu_detok(hyps_p, refs_p)}
     unavailable: dict[str, str] = {}
     # eval.py's references_tok / hypothesis_tok feed METEOR and TER.
-    hyps_tok = [" ".join(_NONWORD.split(h)) for h in hyps_p]
-    refs_tok = [[" ".join(_NONWORD.split(r)) for r in g] for g in refs_p]
+    cache: dict[str, str] = {}
+
+    def tok(text: str) -> str:
+        if text not in cache:
+            cache[text] = eval_tokenize(text)
+        return cache[text]
+
+    hyps_tok = [tok(h) for h in hyps_p]
+    refs_tok = [[tok(r) for r in g] for g in refs_p]
     if meteor:
         from tasks.metrics.coco import JavaUnavailable
 
@@ -313,8 +347,9 @@ def dart_scores(
         "reference_padding": "first reference repeated (LoRA gpt2_decode.py)",
         "preprocess": "gpt2_decode.py --tokenize --lower" if preprocess else "none (texts scored as given)",
         "BLEU": "multi-bleu-detok.perl semantics (13a tokenisation, case-sensitive), 0-100, own code",
-        "METEOR": f"meteor-1.5.jar file mode -l en -norm -r {num_refs}, text re.split('(\\W)')-tokenised",
-        "TER": "mean over segments of min over references of pyter3 0.3 sentence TER, own code",
+        "METEOR": f"meteor-1.5.jar file mode -l en -norm -r {num_refs}, text tokenised by {NLTK_SETTING}",
+        "TER": "mean over segments of min over references of pyter3 0.3 sentence TER, own code, "
+        f"text tokenised by {NLTK_SETTING}",
         "segments": len(hyps_p),
     }
     return {"metric": "dart", "scores": scores, "settings": settings, "unavailable": unavailable}

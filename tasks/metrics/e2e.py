@@ -1,11 +1,19 @@
 """E2E NLG Challenge scores as tuetschek/e2e-metrics `measure_scores.py` computes them.
 
-The default (Perl) path of measure_scores.py: BLEU and NIST from `mteval-v13a.pl` (reproduced by
-`tasks.metrics.mteval`, own code), METEOR 1.5, ROUGE-L and CIDEr from its bundled pycocoevalcap
-on PTB-tokenised, lower-cased text (`tasks.metrics.coco`: pycocoevalcap's jars and code). On the
-e2e-metrics example inputs this gives the official BLEU 0.7203, NIST 7.8212, METEOR 0.4801,
-ROUGE_L 0.7910 and CIDEr 2.3039. The script's pure-Python `-p` mode (NIST 7.7889 there) is not
-reproduced; nor is its CSV/TSV input mode (give plain text files).
+The default (Perl) path of measure_scores.py: BLEU and NIST from its `mteval-v13a-sig.pl`
+(reproduced by `tasks.metrics.mteval`, own code), METEOR 1.5, ROUGE-L and CIDEr from its bundled
+pycocoevalcap on PTB-tokenised, lower-cased text (`tasks.metrics.coco`: pycocoevalcap's jars and
+code). On the e2e-metrics example inputs this gives the official BLEU 0.7203, NIST 7.8212, METEOR
+0.4801, ROUGE_L 0.7910 and CIDEr 2.3039. The script's pure-Python `-p` mode (NIST 7.7889 there) is
+not reproduced; nor is its CSV/TSV input mode (give plain text files).
+
+Files are read as its `read_lines` / `load_data` read them (`_io.grouped_references`): UTF-8 via
+`codecs`, so a leading byte-order mark stays glued to the first word of the first line; every
+line stripped; references grouped by blank lines, and a references file without a separating
+blank line holds one reference per MR. Where the official script fails (an empty reference
+group, e.g. a references file ending in two or more blank lines) this raises MetricInputError.
+Not reproduced: a text containing SGML markup of mteval's files (`</seg>`, `</doc>`), which the
+official script writes unescaped and then mis-parses.
 
 Scales are the script's: BLEU 0-1, NIST unbounded, METEOR/ROUGE_L 0-1, CIDEr 0-10. The script
 prints 4 decimals; values here are full precision.
@@ -62,8 +70,10 @@ def e2e_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]], *, meteor=Non
 
     settings = {
         "script": "tuetschek/e2e-metrics measure_scores.py (default Perl path)",
-        "BLEU": "mteval-v13a semantics, case-insensitive (no -c), n=4, closest ref length; own code",
-        "NIST": "mteval-v13a semantics, n=5, info weights from the evaluated references; own code",
+        "BLEU": "mteval-v13a-sig semantics, case-insensitive (no -c), n=4, closest non-empty ref length, "
+        "default smoothing; own code",
+        "NIST": "mteval-v13a-sig semantics, n=5, info weights from the evaluated references, length "
+        "penalty vs average non-empty references per segment; own code",
         "METEOR": METEOR_VERSION + ", -stdio, pycocoevalcap protocol",
         "ROUGE_L": "pycocoevalcap Rouge, beta=1.2",
         "CIDEr": "pycocoevalcap Cider (CIDEr-D: sigma=6, clipping, x10)",
@@ -100,9 +110,12 @@ def _coco_scores(hyps: list[str], refs: list[list[str]], meteor) -> dict[str, fl
 
 
 def read_files(hyp_path: str | Path, ref_path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """Reads one output a line and blank-line-separated reference groups, checking their counts."""
-    refs = _io.grouped_references(ref_path)
-    hyps = _io.stripped_lines(hyp_path)
+    """Reads one output a line and blank-line-separated reference groups, checking their counts.
+
+    Both files are read as measure_scores.py reads them (see the module docstring).
+    """
+    refs = _io.grouped_references(ref_path, keep_bom=True)
+    hyps = _io.stripped_lines(hyp_path, keep_bom=True)
     _io.check_same_length(hyp_path, len(hyps), ref_path, len(refs), "hypotheses", "reference groups")
     return hyps, refs
 

@@ -1,28 +1,38 @@
-"""BLEU and NIST exactly as NIST `mteval-v13a.pl` computes them (own code, no Perl needed).
+"""BLEU and NIST exactly as e2e-metrics runs NIST `mteval-v13a-sig.pl` (own code, no Perl needed).
 
-This mirrors what e2e-metrics `measure_scores.py` does on its default (Perl) path: it writes the
-references, padded with empty segments up to the largest reference count, as one SGML "system"
-per reference index (text escaped with `xml.sax.saxutils.escape`) and runs `mteval-v13a.pl`
-without `-c`, i.e. case-insensitively. Reproduced details:
+What `measure_scores.py` (default Perl path) does: it writes the references as one SGML "system"
+per reference index, padding MRs that have fewer references with empty segments up to the
+largest reference count, writes every text into the SGML files *unescaped*, and runs its copy
+of `mteval-v13a-sig.pl` without `-c` (case-insensitive) and with the default BLEU smoothing.
+Reproduced rules of that script:
 
-* Tokenisation: mteval's default `tokenization` (un-escaping of &quot; &amp; &lt; &gt; in that
-  order, ASCII-only lower-casing `tr/[A-Z]/[a-z]/`, punctuation split, period/comma split unless
-  next to a digit, dash split after a digit). sacrebleu's '13a' tokenizer follows the same rules,
-  but `lowercase=True` lower-cases all of Unicode; mteval does not.
-* BLEU: corpus statistics, n <= 4, closest reference length per segment (ties: the shorter one),
-  no smoothing (a corpus with no matching 4-gram scores 0). The padded empty references take
-  part in the closest-length choice as they do in mteval (sacrebleu drops empty references).
-* NIST: n <= 5; information weights info(w1..wn) = log2(count(w1..wn-1) / count(w1..wn)) counted
-  over all reference segments, with the total number of reference words as the unigram
-  denominator (and, as Perl's truth test does, also for n-grams whose (n-1)-gram prefix is the
-  string "0"); matched information clipped to the largest count in any one reference, divided by
-  the number of hypothesis n-grams per order; brevity factor exp(-beta * ln(r)^2) with
-  r = min(1, hyp words / (reference words / reference-set count)), beta = -ln 0.5 / ln(1.5)^2.
-  The reference-set count includes padded empty references, so the "average" reference length
-  is total reference words divided by the largest number of references of any segment.
+* Reading: each `<doc>` span has every run of Perl whitespace replaced by one space before the
+  segments are taken out, then mteval's default `tokenization`: delete `<skipped>`, turn the
+  literal strings `&quot;` `&amp;` `&lt;` `&gt;` (in that order) into `"` `&` `<` `>`, ASCII-only
+  lower-casing `tr/[A-Z]/[a-z]/`, punctuation split, period/comma split unless next to a digit,
+  dash split after a digit, split on whitespace. Since nothing is escaped, a text that itself
+  contains `&amp;lt;` ends up as `<`, as in the official pipeline.
+* Whitespace is Perl's `\\s` on character strings (`PERL_WHITESPACE`): U+0009-U+000D, U+0020,
+  U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000. Python's
+  `str.split()` also splits at U+001C-U+001F; mteval keeps those inside the word.
+* BLEU (`bleu_score`, the default, smoothed): corpus statistics, n <= 4; per segment the
+  closest reference length (ties: the shorter), where references with no words are skipped
+  (`return $currentLength if (!$referenceSentenceLength)`), except that the first reference
+  set's length is the starting value even when it is empty. Precision of order n: m_n / t_n;
+  if t_n = 0 it counts as 1 (log 0 added); if m_n = 0 it is 1 / (2^k t_n), k = 1, 2, ... for
+  the 1st, 2nd, ... order without matches. BLEU = exp(mean of the 4 logs) * min(1, exp(1 - r/c)),
+  and 0 for an output of no words at all.
+* NIST (`nist_score`): n <= 5; information weights info(w1..wn) = log2(count(w1..wn-1) /
+  count(w1..wn)) counted over all reference segments, with the total number of reference words
+  as the unigram denominator (and, as Perl's truth test does, also for n-grams whose (n-1)-gram
+  prefix is the string "0"); matched information clipped to the largest count in any one
+  reference, divided by the number of hypothesis n-grams per order; brevity factor
+  exp(-beta * ln(r)^2), r = min(1, hyp words / (reference words / nrefs)), beta = -ln 0.5 /
+  ln(1.5)^2, where nrefs is the *average number of non-empty references per segment* (a
+  reference is empty when it has no words after tokenisation, e.g. a padded one).
 
 mteval prints both scores with 4 decimals (BLEU on a 0-1 scale); these functions return full
-precision. Where mteval would die (no hypothesis words at all), both scores are 0.0 here.
+precision. Where mteval would die dividing by zero (no reference words at all), NIST is 0.0.
 """
 
 from __future__ import annotations
@@ -31,19 +41,21 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from xml.sax.saxutils import escape
 
 MAX_BLEU_N = 4
 MAX_NIST_N = 5
 # mteval: $beta = -log(0.5) / log(1.5)**2, so that the factor is 0.5 at a length ratio of 2/3.
 NIST_BETA = -math.log(0.5) / math.log(1.5) ** 2
+# Perl's \s on (UTF-8 flagged) character strings, Perl >= 5.18 (which added U+000B).
+PERL_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+ASCII_WHITESPACE = "\t\n\x0b\x0c\r "
 
 _PUNCT = re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])")
 _PERIOD_COMMA_AFTER = re.compile(r"([^0-9])([\.,])")
 _PERIOD_COMMA_BEFORE = re.compile(r"([\.,])([^0-9])")
 _DIGIT_DASH = re.compile(r"([0-9])(-)")
-_SPACES = re.compile(r"\s+")
-_ASCII_SPACES = re.compile(r"[ \t\n\r\f\v]+")
+_PERL_SPACES = re.compile(f"[{PERL_WHITESPACE}]+")
+_ASCII_SPACES = re.compile(f"[{ASCII_WHITESPACE}]+")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -51,11 +63,12 @@ def tokenize_13a(text: str, lowercase: bool = True, ascii_whitespace: bool = Fal
     """mteval's default `tokenization` routine (also used by Moses' multi-bleu-detok.perl).
 
     Args:
-        text: the segment as the Perl script reads it (after any SGML escaping).
+        text: the segment exactly as the Perl script holds it.
         lowercase: apply mteval's `tr/[A-Z]/[a-z]/` (ASCII letters only).
         ascii_whitespace: treat only ASCII whitespace as a separator, as Perl does on byte
-            strings (multi-bleu-detok reads raw bytes); False uses Unicode whitespace.
+            strings (multi-bleu-detok reads raw bytes); False uses Perl's Unicode whitespace.
     """
+    spaces = _ASCII_SPACES if ascii_whitespace else _PERL_SPACES
     norm = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
     norm = norm.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
     norm = f" {norm} "
@@ -65,19 +78,19 @@ def tokenize_13a(text: str, lowercase: bool = True, ascii_whitespace: bool = Fal
     norm = _PERIOD_COMMA_AFTER.sub(r"\1 \2 ", norm)
     norm = _PERIOD_COMMA_BEFORE.sub(r" \1 \2", norm)
     norm = _DIGIT_DASH.sub(r"\1 \2 ", norm)
-    norm = (_ASCII_SPACES if ascii_whitespace else _SPACES).sub(" ", norm)
-    norm = norm.strip(" \t\n\r\f\v" if ascii_whitespace else None)
+    norm = spaces.sub(" ", norm).strip(" ")
     return norm.split(" ") if norm else []
 
 
 def mteval_tokenize(text: str, lowercase: bool = True) -> list[str]:
-    """Tokens of one segment as mteval-v13a sees it after e2e-metrics' SGML escaping.
+    """Tokens of one segment as mteval-v13a-sig sees it in e2e-metrics' (unescaped) SGML file.
 
     Args:
-        text: the raw segment.
+        text: the raw segment, as measure_scores.py read it.
         lowercase: mteval's default (no `-c`); only ASCII letters are lower-cased.
     """
-    return tokenize_13a(escape(text), lowercase)
+    # get_MT_data: `$span =~ s/[\s\n\r]+/ /g` over the whole <doc> before segments are cut out.
+    return tokenize_13a(_PERL_SPACES.sub(" ", text), lowercase)
 
 
 def _ngrams(words: Sequence[str], max_n: int) -> Counter:
@@ -90,14 +103,43 @@ def pad_references(refs: Sequence[Sequence[str]]) -> list[list[str]]:
     return [list(r) + [""] * (width - len(r)) for r in refs]
 
 
+def closest_length(hyp_len: int, ref_lens: Sequence[int]) -> int:
+    """mteval's closest reference length: starts at the first, then skips references of 0 words.
+
+    Among the others, the smallest |hyp_len - ref_len| wins, ties going to the shorter one.
+    """
+    best = ref_lens[0]
+    for length in ref_lens[1:]:
+        if length and (abs(hyp_len - length), length) < (abs(hyp_len - best), best):
+            best = length
+    return best
+
+
+def bleu_from_counts(match: Sequence[int], total: Sequence[int], ref_len: int, hyp_len: int) -> float:
+    """mteval-v13a's smoothed `bleu_score` from per-order matches and totals (index 1..4)."""
+    if hyp_len == 0:
+        return 0.0
+    log_sum, smooth = 0.0, 1
+    for n in range(1, MAX_BLEU_N + 1):
+        if total[n] == 0:
+            continue  # $iscore = 0
+        if match[n] == 0:
+            smooth *= 2
+            log_sum += math.log(1 / (smooth * total[n]))
+        else:
+            log_sum += math.log(match[n] / total[n])
+    return math.exp(log_sum / MAX_BLEU_N) * math.exp(min(0.0, 1 - ref_len / hyp_len))
+
+
 def mteval_scores(
     hyps: Sequence[str], refs: Sequence[Sequence[str]], lowercase: bool = True
 ) -> dict[str, float]:
-    """Corpus BLEU and NIST of `hyps` against multi-reference `refs`, as mteval-v13a.
+    """Corpus BLEU and NIST of `hyps` against multi-reference `refs`, as mteval-v13a-sig.
 
     Args:
         hyps: one system output per segment.
-        refs: per segment, its references (any number >= 1; padded internally as e2e-metrics does).
+        refs: per segment, its references (any number >= 1; padded internally as e2e-metrics
+            does; the first reference of each segment is in the first reference set).
         lowercase: False reproduces mteval's `-c` (case-sensitive) mode.
 
     Returns:
@@ -108,7 +150,6 @@ def mteval_scores(
     if not hyps or any(len(r) == 0 for r in refs):
         raise ValueError("need at least one segment and at least one reference per segment")
     padded = pad_references(refs)
-    n_ref_sets = len(padded[0])
     hyp_toks = [mteval_tokenize(h, lowercase) for h in hyps]
     ref_toks = [[mteval_tokenize(r, lowercase) for r in group] for group in padded]
 
@@ -131,43 +172,28 @@ def mteval_scores(
     tst_count = [0] * (max_n + 1)
     tst_info = [0.0] * (max_n + 1)
     bleu_ref_len = 0
-    ref_words = 0
+    nonempty_refs = 0
     for words, group in zip(hyp_toks, ref_toks):
         hyp_len = len(words)
         for n in range(1, max_n + 1):
             tst_count[n] += max(hyp_len - n + 1, 0)
         ref_max: Counter = Counter()
-        closest = None
         for ref in group:
             ref_max |= _ngrams(ref, max_n)  # element-wise max of counts
-            ref_words += len(ref)
-            if closest is None or abs(hyp_len - len(ref)) < abs(hyp_len - closest):
-                closest = len(ref)
-            elif abs(hyp_len - len(ref)) == abs(hyp_len - closest) and len(ref) < closest:
-                closest = len(ref)
-        bleu_ref_len += closest
+        nonempty_refs += sum(1 for ref in group if ref)
+        bleu_ref_len += closest_length(hyp_len, [len(ref) for ref in group])
         for ngram, count in _ngrams(words, max_n).items():
             if ngram in ref_max:
                 clipped = min(count, ref_max[ngram])
                 match[len(ngram)] += clipped
                 tst_info[len(ngram)] += info(ngram) * clipped
 
-    if tst_count[1] == 0:
-        return {"BLEU": 0.0, "NIST": 0.0}
-
-    # BLEU: mteval's bleu_score, cumulative 4-gram value.
-    if match[MAX_BLEU_N] == 0:
-        bleu = 0.0
-    else:
-        log_precision = sum(math.log(match[n] / tst_count[n]) for n in range(1, MAX_BLEU_N + 1))
-        bleu = math.exp(log_precision / MAX_BLEU_N + min(0.0, 1 - bleu_ref_len / tst_count[1]))
-
-    # NIST: mteval's nist_score, cumulative 5-gram value.
+    bleu = bleu_from_counts(match, tst_count, bleu_ref_len, tst_count[1])
+    if total_ref_words == 0:
+        return {"BLEU": bleu, "NIST": 0.0}  # mteval dies here (division by zero)
     nist = sum(tst_info[n] / max(tst_count[n], 1) for n in range(1, MAX_NIST_N + 1))
-    if ref_words == 0:
-        return {"BLEU": bleu, "NIST": 0.0}
-    ratio = tst_count[1] / (ref_words / n_ref_sets)
-    nist *= _nist_length_penalty(ratio)
+    avg_ref_words = total_ref_words / (nonempty_refs / len(hyps))
+    nist *= _nist_length_penalty(tst_count[1] / avg_ref_words)
     return {"BLEU": bleu, "NIST": nist}
 
 
