@@ -34,12 +34,13 @@ MODEL_KEYS = (
     "config",
     "init_seed",
     "target_modules",
-    "placement",  # name of the `placements` entry that fills target_modules (conf/model/gpt2.yaml)
+    "placement",  # name of the `placements` entry that fills target_modules (conf/model/gpt2.yaml, vit_b16.yaml)
     "placements",
     "head_modules",
     "partial_ft",  # partial fine-tuning sets (adapters/partial_ft.py)
     "width",
     "depth",
+    "image_processor",  # vision models (models/hf.py)
 )
 
 

@@ -39,5 +39,6 @@ TASKS = LazyModules(
         "squad": "tasks.squad",
         "e2e": "tasks.e2e",
         "dart": "tasks.dart",
+        "vision": "tasks.vision",  # cifar100, food101
     }
 )
