@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -199,7 +200,7 @@ def _digest(obj) -> str:
 def heads_for(model_cfg: dict, head: dict | None) -> list[str]:
     """`model.head_modules`: a list, or a mapping from the task's head type to a list."""
     heads = model_cfg.get("head_modules") or []
-    if isinstance(heads, dict):
+    if isinstance(heads, Mapping):  # a dict or an OmegaConf DictConfig
         return list(heads.get((head or {}).get("type", "sequence_classification")) or [])
     return list(heads)
 

@@ -393,6 +393,8 @@ def _train(
         "best": s["best"],
         "history": s["history"],
     }
+    if task.notes():
+        record["task_notes"] = task.notes()
     if method.lowrank:
         record["diagnostics"] = lowrank_diagnostics(method.lowrank, cfg.diagnostics.rank_rtol)
     record["timing"] = {

@@ -76,6 +76,11 @@ class Task:
     def build(self, model: nn.Module, tokenizer) -> TaskData:
         raise NotImplementedError
 
+    def notes(self) -> dict:
+        """Facts for the record besides numbers (strings allowed), e.g. metrics that could not be
+        computed and why; read once after training, stored as the record's `task_notes` if non-empty."""
+        return {}
+
     def on_method(self, model: nn.Module, method, data: TaskData) -> TaskData:
         """Called once the method is applied (e.g. to cache features of a frozen backbone)."""
         return data
