@@ -35,9 +35,8 @@ smoke: setup  ## tiny DeBERTa on real CoLA TSVs, every method
 # its CPU smoke `make smoke-rm_table1_glue`, the run list `make plan-rm_table1_glue`.
 LAUNCHER ?= local
 EXPERIMENTS := $(filter-out %_smoke,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
-# smoke variants whose methods/tasks exist on this branch (add the others as their branches merge:
-# rm_table2_squad_deberta rm_table3_squad_gpt2 loda_table1_e2e loda_table2_dart)
-SMOKE_READY ?= rm_table1_glue minilm_glue rm_vit_classifier
+# every smoke variant (all their methods and tasks exist now)
+SMOKE_READY ?= rm_table1_glue rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart minilm_glue
 
 exp-%: setup  ## exp-<experiment>: the full sweep (resumable; LAUNCHER=local|submitit_local|slurm)
 	$(BIN)/python run.py experiment=$* launcher=$(LAUNCHER)

@@ -29,7 +29,7 @@ from tasks import TASKS
 # name -> the branch that adds it (the lead deletes an entry after merging that branch)
 PENDING = {
     "method": {},  # baselines, loda: merged
-    "task": dict.fromkeys(["squad", "e2e", "dart"], "nlgqa"),  # vision: merged
+    "task": {},  # nlgqa, vision: merged
     "model": {},
 }
 # experiment -> table(s) its records fill (experiments without a paper table: none)
