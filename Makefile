@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables clean
+.PHONY: help setup run test test-fast lint fmt smoke tables clean bench
 help:      ## list targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -30,6 +30,10 @@ test-fast: setup  ## the fast unit tests only (plain `pytest` does the same)
 
 smoke: setup  ## tiny DeBERTa on real CoLA TSVs, every method
 	$(BIN)/python run.py -m experiment=glue_smoke method=ft,lora,r_lora,gm_lora,rm_lora
+
+BENCH ?= --workload tiny --repeats 3
+bench: setup  ## step-time benchmark (docs/PERFORMANCE.md); GPU: make bench BENCH="--workload deberta --workload gpt2 --repeats 3"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench.py $(BENCH)
 
 lint: setup  ## ruff, check only
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -208,3 +208,28 @@ def test_resume_refuses_a_generator_from_another_device_type():
     )
     with pytest.raises(ValueError, match="same device type"):
         mask._gen()
+
+
+@pytest.mark.slow
+def test_bench_tiny_writes_a_report(tmp_path, capsys):
+    """`make bench`'s CPU version runs and reports every requested row (timings are not asserted)."""
+    import json
+
+    from scripts import bench
+
+    out = tmp_path / "bench.json"
+    rows = "peft_lora,lora,gm_lora,gm_lora_plain"
+    assert (
+        bench.main(
+            ["--workload", "tiny_gpt2", "--rows", rows, "--steps", "1", "--warmup", "0", "--out", str(out)]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    got = report["workloads"]["tiny_gpt2"]["rows"]
+    assert [r["row"] for r in got] == rows.split(",")
+    by = {r["row"]: r for r in got}
+    assert by["peft_lora"]["vs_peft"] == 1.0 and by["lora"]["vs_lora"] == 1.0
+    assert by["lora"]["trainable"] == 2 * 24 * 4 * (64 + 64) + 64 * 2  # q, v branches + the score head
+    assert set(by["gm_lora_plain"]["parts"]) == {"mask_hooks_ms"} and "parts" not in by["lora"]
+    assert report["versions"]["torch"] == torch.__version__ and "tiny_gpt2" in capsys.readouterr().out
