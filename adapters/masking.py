@@ -20,10 +20,12 @@ Draws. Modules are grouped by rank R; per step and group of M modules one device
 permutation's first r̂ entries). The generator lives on the parameters' device, seeded once from the
 run's generator, and both generators' states are checkpointed (resume is exact).
 
-Fast path (default, `method.fast=true`): the draws become a 0/1 keep matrix (M, R) written in place
-into a buffer whose per-module row/column views are built once; the gradients are then masked by two
-`torch._foreach_mul_` calls (A's grads × keep[:, None], B's grads × keep[None, :]). No `.nonzero()`,
-no host↔device copy, no host sync. `strict` restores the masked entries with the same foreach ops
+Fast path (default, `method.fast=true`): factors are bucketed by (A or B, shape) within a rank group;
+each bucket owns a full-size 0/1 mask (n, *shape), rewritten in place every step from the draws (a
+scatter, an index_select and one broadcast copy), whose per-factor views are built once; then one
+`torch._foreach_mul_(grads, views)` per bucket masks the gradients (equal shapes: CUDA's fused
+multi-tensor kernel). No `.nonzero()`, no host↔device copy, no host sync; the only per-module Python
+left is gathering the `.grad` tensors (no kernels). Memory: one mask the size of the factors. `strict` restores the masked entries with the same foreach ops
 (t·keep + saved·(1 − keep), exact for finite values). Plain path (`method.fast=false`): the same
 draws applied module by module with `index_fill_` / `index_copy_` (the reference implementation; the
 two give the same training run, tests/test_fastpath.py). Masking by multiplication turns a NaN/inf
@@ -51,39 +53,69 @@ def draw_directions(generator: torch.Generator, count: int, rank: int, keep: int
     return noise.argsort(dim=1)[:, :keep]
 
 
+class _Bucket:
+    """One factor side (A or B) of equally shaped factors in a rank group, with a full-size 0/1 mask.
+
+    `keep` (n, *shape) is rewritten in place each step from the group's (M, R) one-hot draws by one
+    index_select + one broadcast copy; its per-factor views (built once) are contiguous and equally
+    shaped, so `torch._foreach_mul_(grads, views)` takes the fused multi-tensor kernel on CUDA.
+    """
+
+    def __init__(self, attr: str, index: list[int], shape: torch.Size, like: torch.Tensor, strict: bool):
+        self.attr, self.members = attr, index
+        self.index = torch.tensor(index, device=like.device)
+        self.keep = torch.zeros(len(index), *shape, device=like.device, dtype=like.dtype)
+        self.keep_views = list(self.keep.unbind(0))
+        self.drop = torch.ones_like(self.keep) if strict else None
+        self.drop_views = list(self.drop.unbind(0)) if strict else None
+
+    def fill(self, one_hot: torch.Tensor) -> None:
+        rows = one_hot.index_select(0, self.index)  # (n, R)
+        src = rows[:, :, None] if self.attr == "lora_A" else rows[:, None, :]  # A: rows, B: columns
+        self.keep.copy_(src.expand_as(self.keep))
+        if self.drop is not None:
+            self.drop.fill_(1.0).sub_(self.keep)
+
+
 class _Group:
-    """Modules sharing a rank R: their factors, and (fast path) keep buffers with per-module views."""
+    """Modules sharing a rank R: their last draws and (fast path) their mask buckets."""
 
     def __init__(self, names: list[str], modules: list[nn.Module], rank: int):
         self.names, self.modules, self.rank = names, modules, rank
         self.rows: torch.Tensor | None = None  # (M, r̂) last step's kept A rows
         self.cols: torch.Tensor | None = None  # (M, r̂) last step's kept B columns
-        self.keep: tuple[torch.Tensor, torch.Tensor] | None = None  # 0/1 (M, R) for A rows, B cols
+        self.buckets: list[_Bucket] = []
+        self._key = None
 
-    def buffers(self, like: torch.Tensor, shared: bool) -> None:
-        if self.keep is not None and self.keep[0].device == like.device and self.keep[0].dtype == like.dtype:
+    def prepare(self, strict: bool) -> None:
+        """(Re)builds the buckets when factor shapes, device or dtype changed (normally once)."""
+        factors = [(attr, getattr(m, attr)) for attr in ("lora_A", "lora_B") for m in self.modules]
+        key = (strict, tuple((p.shape, p.device, p.dtype) for _, p in factors))
+        if key == self._key:
             return
-        M, R = len(self.modules), self.rank
-        keep_a = torch.zeros(M, R, device=like.device, dtype=like.dtype)
-        keep_b = keep_a if shared else torch.zeros_like(keep_a)
-        drop_a = torch.ones_like(keep_a)
-        drop_b = drop_a if shared else torch.ones_like(keep_a)
-        self.keep, self.drop = (keep_a, keep_b), (drop_a, drop_b)
-        # views built once: A (R, d_in) × keep[i][:, None]; B (d_out, R) × keep[i][None, :]
-        self.views_a = [keep_a[i].unsqueeze(1) for i in range(M)]
-        self.views_b = [keep_b[i].unsqueeze(0) for i in range(M)]
-        self.drop_a = [self.drop[0][i].unsqueeze(1) for i in range(M)]
-        self.drop_b = [self.drop[1][i].unsqueeze(0) for i in range(M)]
+        by_shape: dict[tuple, list[int]] = {}
+        for attr in ("lora_A", "lora_B"):
+            for i, m in enumerate(self.modules):
+                p = getattr(m, attr)
+                by_shape.setdefault((attr, p.shape, p.device, p.dtype), []).append(i)
+        self.buckets = [
+            _Bucket(attr, idx, shape, getattr(self.modules[idx[0]], attr), strict)
+            for (attr, shape, _, _), idx in by_shape.items()
+        ]
+        self._key = key
 
-    def fill(self, shared: bool) -> None:
-        """keep ← one-hot rows of the drawn indices; drop ← 1 − keep (all in place, on the device)."""
-        keep_a, keep_b = self.keep
-        keep_a.zero_().scatter_(1, self.rows, 1.0)
-        if not shared:
-            keep_b.zero_().scatter_(1, self.cols, 1.0)
-        self.drop[0].fill_(1.0).sub_(keep_a)
-        if not shared:
-            self.drop[1].fill_(1.0).sub_(keep_b)
+    def fill(self) -> None:
+        """Every bucket's mask from this step's draws (device ops only)."""
+        like = self.buckets[0].keep
+        one_hot = {}
+        for attr, idx in (("lora_A", self.rows), ("lora_B", self.cols)):
+            if attr == "lora_B" and self.cols is self.rows:
+                one_hot[attr] = one_hot["lora_A"]
+                continue
+            hot = torch.zeros(len(self.modules), self.rank, device=like.device, dtype=like.dtype)
+            one_hot[attr] = hot.scatter_(1, idx, 1.0)
+        for bucket in self.buckets:
+            bucket.fill(one_hot[bucket.attr])
 
 
 class DirectionMask(StepHook):
@@ -185,41 +217,40 @@ class DirectionMask(StepHook):
         self.generator.set_state(state["generator"])
         self._device_gen, self._pending = None, state.get("device_generator")
 
-    # --- fast path: foreach ops over per-module views of one keep buffer per rank group ----------
+    # --- fast path: foreach ops over full-size masks, one bucket per factor shape -----------------
 
     @torch.no_grad()
     def _mask_fast(self, optimizer: torch.optim.Optimizer) -> None:
         self._saved.clear()
-        state = _state(optimizer) if self.mode == "strict" else None
+        strict = self.mode == "strict"
+        state = _state(optimizer) if strict else None
         for g in self.groups:
-            g.buffers(g.modules[0].lora_A, self.shared)
-            g.fill(self.shared)
-            for attr, views in (("lora_A", g.views_a), ("lora_B", g.views_b)):
-                pairs = [
-                    (p.grad, v) for m, v in zip(g.modules, views) if (p := getattr(m, attr)).grad is not None
-                ]
+            g.prepare(strict)
+            g.fill()
+            for bucket in g.buckets:
+                params = [getattr(g.modules[i], bucket.attr) for i in bucket.members]
+                pairs = [(p.grad, v) for p, v in zip(params, bucket.keep_views) if p.grad is not None]
                 if pairs:
                     grads, masks = zip(*pairs)
                     torch._foreach_mul_(list(grads), list(masks))
-            if state is not None:
-                self._save_fast(g, state)
+                if strict:
+                    self._save_fast(params, bucket, state)
 
-    def _save_fast(self, g: _Group, state: dict) -> None:
-        """Full copies of each factor and its parameter-shaped optimizer state (restored in after_step)."""
-        for attr, keep, drop in (("lora_A", g.views_a, g.drop_a), ("lora_B", g.views_b, g.drop_b)):
-            params = [getattr(m, attr) for m in g.modules]
-            saved_p = torch._foreach_mul([p.detach() for p in params], drop)  # masked part only
-            saved_s = [
-                {k: v * d for k, v in state.get(p, {}).items() if torch.is_tensor(v) and v.shape == p.shape}
-                for p, d in zip(params, drop)
-            ]
-            self._saved.append((params, keep, saved_p, saved_s))
+    def _save_fast(self, params: list[torch.Tensor], bucket: _Bucket, state: dict) -> None:
+        """The masked part of each factor and of its parameter-shaped optimizer state."""
+        saved_p = torch._foreach_mul([p.detach() for p in params], bucket.drop_views)
+        saved_s = [
+            {k: v * d for k, v in state.get(p, {}).items() if torch.is_tensor(v) and v.shape == p.shape}
+            for p, d in zip(params, bucket.drop_views)
+        ]
+        self._saved.append((params, bucket.keep_views, saved_p, saved_s))
 
     def _restore_fast(self, optimizer: torch.optim.Optimizer) -> None:
+        """t ← t·keep + saved·(1 − keep) for each factor and state tensor (exact for finite values)."""
         state = _state(optimizer)
         for params, keep, saved_p, saved_s in self._saved:
             data = [p.detach() for p in params]
-            torch._foreach_mul_(data, keep)  # t·keep + saved·(1 − keep)
+            torch._foreach_mul_(data, keep)
             torch._foreach_add_(data, saved_p)
             tensors, masks, olds = [], [], []
             for p, k, old in zip(params, keep, saved_s):
@@ -227,8 +258,7 @@ class DirectionMask(StepHook):
                     if torch.is_tensor(value) and value.shape == p.shape:
                         tensors.append(value)
                         masks.append(k)
-                        # state created by this very step started at zero: restore that
-                        olds.append(old.get(key))
+                        olds.append(old.get(key))  # None: created by this very step, it started at zero
             if tensors:
                 torch._foreach_mul_(tensors, masks)
                 present = [(t, o) for t, o in zip(tensors, olds) if o is not None]
