@@ -20,6 +20,8 @@ Rows: full_ft, peft_lora (installed `peft`, the baseline of the ratios), lora, r
 rm_lora, rm_lora_strict, loda, and `<method>_plain` = the same method with `method.fast=false` (the
 per-module reference loops the fast path replaced). Output: a table on stdout and a JSON file
 (ms/step, tokens/s, peak memory on CUDA, ratios vs peft_lora and vs our lora, device, versions, date).
+Ratios use wall time on CUDA and this process's CPU time on CPU (`cpu_ms_per_step`: robust to other
+processes sharing the cores); each row keeps its fastest of `--repeats` interleaved rounds.
 Timings are measurements of this machine at this moment: nothing is asserted about them in tests.
 """
 
@@ -218,15 +220,18 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
         last = step(i)
     sync()
     warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(args.warmup + 1, args.warmup + args.steps + 1):
         last = step(i)
     sync()
     seconds = (time.perf_counter() - start) / args.steps
+    cpu_seconds = (time.process_time() - cpu_start) / args.steps
     loss = float(last)  # one host read, after timing
     out = {
         "row": row,
         "ms_per_step": 1000 * seconds,
+        # this process's CPU time per step: on a shared CPU machine it ignores time spent waiting for a core
+        "cpu_ms_per_step": 1000 * cpu_seconds,
         "tokens_per_s": workload["batch"] * workload["seq"] / seconds,
         "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "warmup_s": warmup_s,
@@ -288,14 +293,15 @@ def device_name(device: torch.device) -> str:
 
 def table(name: str, rows: list[dict]) -> str:
     head = (
-        f"{'row':<22}{'ms/step':>10}{'tokens/s':>12}{'peak MiB':>10}{'×peft':>8}{'×lora':>8}{'warmup s':>10}"
+        f"{'row':<22}{'ms/step':>10}{'cpu ms':>10}{'tokens/s':>12}{'peak MiB':>10}{'×peft':>8}{'×lora':>8}"
+        f"{'warmup s':>10}"
     )
     lines = [f"== {name}", head]
     for r in rows:
         mem = f"{r['peak_memory_mib']:.0f}" if r["peak_memory_mib"] is not None else "n/a"
         vs_peft, vs_lora = (f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in ("vs_peft", "vs_lora"))
         lines.append(
-            f"{r['row']:<22}{r['ms_per_step']:>10.2f}{r['tokens_per_s']:>12.0f}{mem:>10}"
+            f"{r['row']:<22}{r['ms_per_step']:>10.2f}{r['cpu_ms_per_step']:>10.2f}{r['tokens_per_s']:>12.0f}{mem:>10}"
             f"{vs_peft:>8}{vs_lora:>8}{r['warmup_s']:>10.2f}"
         )
     return "\n".join(lines)
@@ -359,15 +365,18 @@ def main(argv=None) -> int:
                 )
         results = []
         for row in todo:
-            best = dict(min(runs[row], key=lambda r: r["ms_per_step"]))
+            key = "ms_per_step" if device.type == "cuda" else "cpu_ms_per_step"
+            best = dict(min(runs[row], key=lambda r: r[key]))
             best["all_ms_per_step"] = [r["ms_per_step"] for r in runs[row]]
             if "parts" in best:
                 best["parts"] = {k: min(r["parts"][k] for r in runs[row]) for k in best["parts"]}
             results.append(best)
-        ref = {r["row"]: r["ms_per_step"] for r in results}
+        basis = "ms_per_step" if device.type == "cuda" else "cpu_ms_per_step"
+        ref = {r["row"]: r[basis] for r in results}
         for r in results:
-            r["vs_peft"] = r["ms_per_step"] / ref["peft_lora"] if "peft_lora" in ref else None
-            r["vs_lora"] = r["ms_per_step"] / ref["lora"] if "lora" in ref else None
+            r["ratio_basis"] = basis
+            r["vs_peft"] = r[basis] / ref["peft_lora"] if "peft_lora" in ref else None
+            r["vs_lora"] = r[basis] / ref["lora"] if "lora" in ref else None
         report["workloads"][name] = {**w, "rows": results}
         print(table(f"{name}: batch {w['batch']}×{w['seq']}, rank {w['rank']}, {report['device']}", results))
         parts = [r for r in results if "parts" in r]
