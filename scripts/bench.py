@@ -243,6 +243,59 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     return out  # the model and optimizer go with this frame (the caller collects)
 
 
+# GLUE train sizes (official splits; MNLI/QQP/QNLI train are not in ../shared/data, sizes from GLUE)
+GLUE_TRAIN = {
+    "mnli": 392702,
+    "qqp": 363846,
+    "qnli": 104743,
+    "sst2": 67349,
+    "cola": 8551,
+    "stsb": 5749,
+    "mrpc": 3668,
+    "rte": 2490,
+    "wnli": 635,
+}
+
+
+def table1_steps() -> dict[str, int]:
+    """Optimizer steps per GLUE task for one run: epochs (conf/task/glue/<task>.yaml) × ⌈n / batch⌉."""
+    steps = {}
+    base = OmegaConf.load(CONF / "task" / "glue" / "_glue.yaml")
+    for task, n in GLUE_TRAIN.items():
+        cfg = OmegaConf.merge(base, OmegaConf.load(CONF / "task" / "glue" / f"{task}.yaml"))
+        steps[task] = int(cfg.epochs) * -(-n // int(cfg.batch_size))
+    return steps
+
+
+def table1_estimate(
+    rows: list[dict], seeds: int = 3, table_rows: int = 11, eval_overhead: float = 0.03
+) -> dict:
+    """H100-hours of RM-LoRA Table 1 (9 GLUE tasks × `table_rows` rows × `seeds` seeds) from ms/step.
+
+    hours = seeds · Σ_rows ms(row) · Σ_tasks steps(task) · (1 + eval_overhead) / 3.6e6. Rows of the table
+    that this benchmark does not time (e.g. AdaLoRA, SoRA, adapters) are costed at PEFT LoRA's step;
+    every step is costed at the benchmark's fixed 32 × 128 shape (dynamic padding makes real steps
+    shorter); eval ≈ 3% (one forward pass over the dev sets per epoch, ~1/3 of a training step per batch).
+    """
+    steps = table1_steps()
+    per_run = sum(steps.values())
+    ms = {r["row"]: r["ms_per_step"] for r in rows}
+    timed = [m for m in ("full_ft", "lora", "r_lora", "gm_lora", "rm_lora") if m in ms]
+    fill = ms.get("peft_lora", max(ms.values()))
+    row_ms = [ms[m] for m in timed] + [fill] * (table_rows - len(timed))
+    hours = seeds * per_run * sum(row_ms) * (1 + eval_overhead) / 3.6e6
+    return {
+        "steps_per_run": per_run,
+        "steps_by_task": steps,
+        "runs": seeds * table_rows * len(steps),
+        "rows_timed": timed,
+        "rows_at_peft_lora_ms": table_rows - len(timed),
+        "assumed_ms_untimed": fill,
+        "eval_overhead": eval_overhead,
+        "gpu_hours": hours,
+    }
+
+
 PARTS = ("r_lora", "r_lora_plain", "gm_lora", "gm_lora_plain", "rm_lora_strict", "rm_lora_strict_plain")
 
 
@@ -378,6 +431,13 @@ def main(argv=None) -> int:
             r["vs_peft"] = r[basis] / ref["peft_lora"] if "peft_lora" in ref else None
             r["vs_lora"] = r[basis] / ref["lora"] if "lora" in ref else None
         report["workloads"][name] = {**w, "rows": results}
+        if w["arch"] == "deberta":
+            est = table1_estimate(results)
+            report["workloads"][name]["table1_estimate"] = est
+            print(
+                f"Table 1 estimate ({est['runs']} runs, {est['steps_per_run']} steps per row and seed): "
+                f"{est['gpu_hours']:.1f} device-hours at these step times (meaningful for workload deberta)"
+            )
         print(table(f"{name}: batch {w['batch']}×{w['seq']}, rank {w['rank']}, {report['device']}", results))
         parts = [r for r in results if "parts" in r]
         if parts:

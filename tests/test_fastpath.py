@@ -233,3 +233,15 @@ def test_bench_tiny_writes_a_report(tmp_path, capsys):
     assert by["lora"]["trainable"] == 2 * 24 * 4 * (64 + 64) + 64 * 2  # q, v branches + the score head
     assert set(by["gm_lora_plain"]["parts"]) == {"mask_hooks_ms"} and "parts" not in by["lora"]
     assert report["versions"]["torch"] == torch.__version__ and "tiny_gpt2" in capsys.readouterr().out
+
+
+def test_table1_cost_model_counts_the_papers_steps():
+    """Steps per (row, seed): epochs × ⌈n_train / 32⌉ over the 9 GLUE tasks, by hand."""
+    from scripts import bench
+
+    steps = bench.table1_steps()
+    assert steps["cola"] == 3 * 268 and steps["mrpc"] == 5 * 115 and steps["mnli"] == 3 * 12272
+    assert sum(steps.values()) == 89319
+    est = bench.table1_estimate([{"row": "peft_lora", "ms_per_step": 100.0}], eval_overhead=0.0)
+    assert est["runs"] == 297 and est["rows_at_peft_lora_ms"] == 11
+    assert est["gpu_hours"] == pytest.approx(3 * 89319 * 11 * 100.0 / 3.6e6)
