@@ -47,6 +47,8 @@ def main(cfg) -> None:
         traceback.print_exc()
         outcome.update(status="failed", error=f"{type(e).__name__}: {e}")
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
+    if outcome["status"] == "interrupted":
+        sys.exit(130)  # Ctrl-C / SIGTERM stops the whole sweep; rerunning it resumes this job
 
 
 if __name__ == "__main__":

@@ -125,7 +125,9 @@ def lowrank_diagnostics(modules: dict[str, nn.Module], rtol: float | None = None
 
     rank = #{σ_i > rtol·σ_max}; rtol defaults to max(d_out, d_in)·eps(float32) (NumPy's
     `matrix_rank` rule at the precision the factors are trained in). The orthogonality loss uses
-    ‖ΔWΔWᵀ − I_{d_out}‖²_F = Σσ⁴ − 2Σσ² + d_out, exact in float64.
+    ‖ΔWΔWᵀ − I_{d_out}‖²_F = Σσ⁴ − 2Σσ² + d_out = Σ_{i≤R}(σ_i² − 1)² + (d_out − R), exact in float64.
+    Its floor `orth_floor` = max(d_out − R, 0) is what the d_out − R null directions of a rank-R ΔW
+    contribute whatever training does (e.g. 68 of Table 5's 95 for R = 32 on CIFAR-100's 100 classes).
     """
     per_module = {}
     for name, m in modules.items():
@@ -138,6 +140,7 @@ def lowrank_diagnostics(modules: dict[str, nn.Module], rtol: float | None = None
             "rank": rank,
             "max_rank": m.rank,
             "orth_loss": orth,
+            "orth_floor": max(d_out - m.rank, 0),
             "rank_rtol": tol,
             "sigma_max": float(s.max()),
         }
@@ -147,5 +150,6 @@ def lowrank_diagnostics(modules: dict[str, nn.Module], rtol: float | None = None
         "rank_rule": "sigma_i > rank_rtol * sigma_max",
         "mean_rank": sum(v["rank"] for v in per_module.values()) / n,
         "mean_orth_loss": sum(v["orth_loss"] for v in per_module.values()) / n,
+        "mean_orth_floor": sum(v["orth_floor"] for v in per_module.values()) / n,
         "modules": per_module,
     }

@@ -3,6 +3,9 @@
 `model.path` (a local checkpoint directory) always wins over `model.hub_id`; nothing is downloaded
 when it is set. Tiny test models (`random_init: true`) are built from `model_type` + `config` and,
 with `tokenizer_train_vocab`, get a WordPiece tokenizer trained on the task's training text.
+Vision models (`image_processor:` set, a mapping of overrides) get the model's image processor in
+the tokenizer's place, with transformers' PIL backend (no torchvision needed); a random model's
+processor resizes to its `config.image_size`.
 """
 
 from __future__ import annotations
@@ -73,12 +76,43 @@ def train_wordpiece(texts, vocab_size: int):
     )
 
 
+def build_image_processor(cfg):
+    """The model's image processor (PIL backend), with `cfg.image_processor` overrides."""
+    from transformers import AutoImageProcessor
+    from transformers.models.auto.image_processing_auto import (
+        IMAGE_PROCESSOR_MAPPING_NAMES,
+        get_image_processor_class_from_name,
+    )
+
+    overrides = OmegaConf.to_container(cfg.image_processor, resolve=True) or {}
+    if cfg.random_init:
+        names = IMAGE_PROCESSOR_MAPPING_NAMES.get(cfg.model_type) or {}
+        if not names.get("pil"):
+            raise ConfigError(
+                f"no image processor known for model_type {cfg.model_type!r}; set model.model_type"
+            )
+        size = (cfg.get("config") or {}).get("image_size", 224)
+        overrides = {"size": {"height": size, "width": size}, **overrides}
+        return get_image_processor_class_from_name(names["pil"])(**overrides)
+    src = _source(cfg)
+    _check_local(src, "model.path")
+    try:
+        return AutoImageProcessor.from_pretrained(src, backend="pil", **overrides)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"could not load the image processor of {src!r} ({type(e).__name__}: offline?); "
+            f"set model.path to a local checkpoint with preprocessor_config.json"
+        ) from e
+
+
 def check_task(model: str, task: str) -> None:
     if task == "synthetic_fnn":
         raise ConfigError(f"task=synthetic/fnn adapts a plain ReLU network: use model=fnn, not model={model}")
 
 
 def build_tokenizer(cfg, texts):
+    if cfg.get("image_processor") is not None:
+        return build_image_processor(cfg)
     if cfg.get("tokenizer_train_vocab"):
         return train_wordpiece(texts, cfg.tokenizer_train_vocab)
     src = _source(cfg, "tokenizer")
@@ -107,15 +141,15 @@ def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
     head = dict(head or {"type": "sequence_classification", "num_labels": 2})
     auto = getattr(transformers, AUTO_CLASSES[head.pop("type")])
     extra = dict(head)
-    if tokenizer is not None and tokenizer.pad_token_id is not None:
+    text = tokenizer is not None and hasattr(tokenizer, "pad_token_id")  # not an image processor
+    if text and tokenizer.pad_token_id is not None:
         extra["pad_token_id"] = tokenizer.pad_token_id
     overrides = OmegaConf.to_container(cfg.config, resolve=True) if cfg.get("config") else {}
     with torch.random.fork_rng(devices=[]):  # the new head's init depends on model.init_seed only
         torch.manual_seed(cfg.init_seed)
         if cfg.random_init:
-            config = transformers.AutoConfig.for_model(
-                cfg.model_type, **overrides, **extra, vocab_size=len(tokenizer)
-            )
+            vocab = {"vocab_size": len(tokenizer)} if text else {}
+            config = transformers.AutoConfig.for_model(cfg.model_type, **overrides, **extra, **vocab)
             return auto.from_config(config)
         src = _source(cfg)
         _check_local(src, "model.path")

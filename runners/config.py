@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,12 +34,13 @@ MODEL_KEYS = (
     "config",
     "init_seed",
     "target_modules",
-    "placement",  # name of the `placements` entry that fills target_modules (conf/model/gpt2.yaml)
+    "placement",  # name of the `placements` entry that fills target_modules (conf/model/gpt2.yaml, vit_b16.yaml)
     "placements",
     "head_modules",
     "partial_ft",  # partial fine-tuning sets (adapters/partial_ft.py)
     "width",
     "depth",
+    "image_processor",  # vision models (models/hf.py)
 )
 
 
@@ -198,7 +200,7 @@ def _digest(obj) -> str:
 def heads_for(model_cfg: dict, head: dict | None) -> list[str]:
     """`model.head_modules`: a list, or a mapping from the task's head type to a list."""
     heads = model_cfg.get("head_modules") or []
-    if isinstance(heads, dict):
+    if isinstance(heads, Mapping):  # a dict or an OmegaConf DictConfig
         return list(heads.get((head or {}).get("type", "sequence_classification")) or [])
     return list(heads)
 

@@ -26,6 +26,7 @@ PACKAGES = (
     "scikit-learn",
     "scipy",
     "safetensors",
+    "pillow",
     "tokenizers",
 )
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, default_collate
 from transformers import get_linear_schedule_with_warmup
@@ -100,7 +101,13 @@ class _Signals:
 
 def run(cfg: DictConfig) -> dict:
     """Trains and evaluates one configuration; returns its record (skips if already done)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:  # e.g. model.placement=foo: ${.placements.${.placement}} fails
+        where = f" (at {e.full_key})" if getattr(e, "full_key", None) else ""
+        raise ConfigError(
+            f"cannot resolve the config: {str(e).splitlines()[0]}{where}; fix the value that key depends on"
+        ) from e
     t = typed(TrainConfig, resolved["train"], "train")
     method_mod = lookup(METHODS, cfg.method.name, "method")
     task_mod = lookup(TASKS, cfg.task.name, "task")
@@ -183,6 +190,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
     )
     model = method.model  # a method may wrap the model it adapts (e.g. PEFT prompt methods)
     data = task.on_method(model, method, data)
+    record["task_info"] = task.info()  # how the task ran (e.g. a feature cache), beside the config
     counts_start = method.param_counts()
     record["task_version"] = task.version
 
@@ -244,7 +252,7 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
 
     for epoch in range(s["epoch"], epochs + 1):
         model.train()
-        tic = time.perf_counter()
+        tic = epoch_tic = time.perf_counter()
         if s["batch"] == 0:
             s["order_state"] = order.get_state()
             acc_state = {
@@ -327,11 +335,18 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
                 )
                 entry["eval"][split] = task.evaluate(model, loader_, ctx)
             score = entry["eval"][first_eval][task.main_metric]
+            if task.main_metric in entry.get("train", {}):  # train − eval (RM-LoRA's generalization error)
+                train_score = entry["train"][task.main_metric]
+                entry["generalization_gap"] = {
+                    k: train_score - v[task.main_metric] for k, v in entry["eval"].items()
+                }
             if s["best"] is None or sign * score > sign * s["best"]["score"]:
                 s["best"] = {"epoch": epoch, "score": score, "eval": entry["eval"]}
             shown = f"{first_eval} {task.main_metric} {score:.4f}"
         else:
             shown = "(no evaluation this epoch)"
+        # wall seconds of this epoch's training + evaluation, in timing (history stays deterministic)
+        s.setdefault("epoch_s", []).append(time.perf_counter() - epoch_tic)
         s["history"].append(entry)
         print(f"epoch {epoch}/{epochs} step {s['step']}: train loss {entry['train_loss']:.4f} | {shown}")
         s.update(epoch=epoch + 1, batch=0)
@@ -356,12 +371,15 @@ def _train(cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, 
         "best": s["best"],
         "history": s["history"],
     }
+    if task.notes():
+        record["task_notes"] = task.notes()
     if method.lowrank:
         record["diagnostics"] = lowrank_diagnostics(method.lowrank, cfg.diagnostics.rank_rtol)
     record["timing"] = {
         "train_s": s["train_time"],
         "steps": s["step"],
         "samples_per_s": s["seen"] / s["train_time"] if s["train_time"] else None,
+        "epoch_s": s.get("epoch_s", []),
         **_peak_memory(device),
     }
     weights = attempt / "weights.safetensors"
@@ -498,6 +516,9 @@ def summary(record: dict) -> str:
     ]
     if "diagnostics" in record:
         d = record["diagnostics"]
-        lines.append(f"ΔW: mean rank {d['mean_rank']:.2f} | mean ‖ΔWΔWᵀ−I‖²_F {d['mean_orth_loss']:.4g}")
+        floor = f" (floor d_out−R: {d['mean_orth_floor']:.4g})" if "mean_orth_floor" in d else ""
+        lines.append(
+            f"ΔW: mean rank {d['mean_rank']:.2f} | mean ‖ΔWΔWᵀ−I‖²_F {d['mean_orth_loss']:.4g}{floor}"
+        )
     lines.append(f"time: {record['timing']['wall_s']:.1f} s | record: {record.get('record_path', '')}")
     return "\n".join(lines)

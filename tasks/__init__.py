@@ -36,5 +36,9 @@ TASKS = LazyModules(
     {
         "synthetic_fnn": "tasks.synthetic_fnn",
         "glue": "tasks.glue",
+        "squad": "tasks.squad",
+        "e2e": "tasks.e2e",
+        "dart": "tasks.dart",
+        "vision": "tasks.vision",  # cifar100, food101
     }
 )

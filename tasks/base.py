@@ -8,6 +8,7 @@ it is registered by name in `tasks/__init__.py`. The runner calls, in order:
     task.texts()                        # raw training text (only if the tokenizer is trained here)
     data = task.build(model, tokenizer) # datasets, collate
     data = task.on_method(model, method, data)         # after the method is applied (feature caches)
+    task.info()                                        # -> record["task_info"] (e.g. cache used or not)
     loss, preds, labels = task.forward(model, batch)   # per batch, train and eval
     task.evaluate(model, loader, ctx)                  # per eval split: {"loss", metrics...}
 
@@ -73,9 +74,19 @@ class Task:
     def build(self, model: nn.Module, tokenizer) -> TaskData:
         raise NotImplementedError
 
+    def notes(self) -> dict:
+        """Facts for the record besides numbers (strings allowed), e.g. metrics that could not be
+        computed and why; read once after training, stored as the record's `task_notes` if non-empty."""
+        return {}
+
     def on_method(self, model: nn.Module, method, data: TaskData) -> TaskData:
         """Called once the method is applied (e.g. to cache features of a frozen backbone)."""
         return data
+
+    def info(self) -> dict:
+        """Facts about how the task ran that the config alone does not say (e.g. whether a feature
+        cache was used); JSON-serialisable, stored as the record's `task_info`."""
+        return {}
 
     def forward(
         self, model: nn.Module, batch: dict

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from adapters import METHODS
@@ -15,7 +16,7 @@ from adapters.lowrank import LowRankLinear, lowrank_diagnostics
 from adapters.orthogonal import orthogonality_penalty
 from models import fnn as fnn_builder
 from models import hf as hf_builder
-from runners.config import typed
+from runners.config import heads_for, typed
 from tasks.glue import Config as GlueConfig
 from tasks.glue import Glue
 from tests.conftest import make_cfg
@@ -27,6 +28,11 @@ ALL = ["ft", *LOW_RANK]
 def method_cfg(name, **over):
     cfg = make_cfg(f"method={name}", *[f"method.{k}={v}" for k, v in over.items()])
     return typed(METHODS[cfg.method.name].Config, cfg.method, "method")
+
+
+def cls_heads(model_cfg) -> list[str]:
+    """The model's head modules for a sequence-classification head (head_modules may be per type)."""
+    return heads_for(OmegaConf.to_container(model_cfg, resolve=True), {"type": "sequence_classification"})
 
 
 def fnn(width=16, depth=3, seed=0):
@@ -78,7 +84,7 @@ def test_output_unchanged_at_step_zero_tiny_deberta(name, tiny_deberta_parts):
     model_cfg, *_, batch = tiny_deberta_parts
     model = tiny_deberta(tiny_deberta_parts)
     before = model(**batch).logits
-    apply(model, name, model_cfg.target_modules, model_cfg.head_modules)
+    apply(model, name, model_cfg.target_modules, cls_heads(model_cfg))
     torch.testing.assert_close(model(**batch).logits, before, rtol=0, atol=0)
 
 
@@ -86,7 +92,7 @@ def test_output_unchanged_at_step_zero_tiny_deberta(name, tiny_deberta_parts):
 def test_only_method_parameters_train_and_move(name, tiny_deberta_parts):
     model_cfg, *_, batch = tiny_deberta_parts
     model = tiny_deberta(tiny_deberta_parts)
-    method = apply(model, name, model_cfg.target_modules, model_cfg.head_modules)
+    method = apply(model, name, model_cfg.target_modules, cls_heads(model_cfg))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     if name == "ft":
         assert trainable == {n for n, _ in model.named_parameters()}
@@ -148,7 +154,7 @@ def test_deberta_v3_base_counts_match_rm_lora_table1(rank, paper_m):
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
     m = make_cfg("model=deberta_v3_base").model
-    counts = apply(model, "lora", m.target_modules, m.head_modules, rank=rank).param_counts()
+    counts = apply(model, "lora", m.target_modules, cls_heads(m), rank=rank).param_counts()
     adapter = 12 * rank * (4 * (768 + 768) + (768 + 3072) + (3072 + 768))
     head = 768 * 768 + 768 + 768 * 2 + 2
     assert counts["method_trainable"] == counts["method_inference"] == adapter
@@ -276,7 +282,7 @@ def test_head_is_never_masked(tiny_deberta_parts):
     model_cfg, *_, batch = tiny_deberta_parts
     model = tiny_deberta(tiny_deberta_parts)
     method = apply(
-        model, "gm_lora", model_cfg.target_modules, model_cfg.head_modules, rank=4, mask_directions=1
+        model, "gm_lora", model_cfg.target_modules, cls_heads(model_cfg), rank=4, mask_directions=1
     )
     model(**batch, labels=torch.tensor([0, 1] * 4)).loss.backward()
     head_grads = {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("classifier.")}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -414,7 +415,11 @@ def test_deberta_v3_base_trainable_counts_match_rm_lora_tables(name, over, train
     m = make_cfg("model=deberta_v3_base").model
     cfg = method_cfg(name, "deberta_v3_base", **over)
     method = METHODS[name].apply(
-        model, cfg, list(m.target_modules), list(m.head_modules), torch.Generator().manual_seed(0)
+        model,
+        cfg,
+        list(m.target_modules),
+        heads_for(OmegaConf.to_container(m, resolve=True), {"type": "sequence_classification"}),
+        torch.Generator().manual_seed(0),
     )
     counts = method.param_counts()
     assert counts["head"] == DEBERTA_HEAD

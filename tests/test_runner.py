@@ -125,7 +125,7 @@ def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory,
     ("arg", "message"),
     [
         ("method=nope", f"unknown method 'nope'; valid: {', '.join(options('method'))}"),
-        ("task=glue/nope", "unknown task 'glue/nope'; valid: glue/cola"),
+        ("task=glue/nope", f"unknown task 'glue/nope'; valid: {', '.join(options('task'))}"),
         ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
         ("method=lora,nope", "unknown method 'nope'"),
     ],

@@ -1,0 +1,95 @@
+"""E2E NLG Challenge (Novikova et al., 2017): restaurant meaning representations to text, with GPT-2.
+
+Training and decoding: `tasks.nlg` (microsoft/LoRA examples/NLG). Data, by `task.format`:
+* `lora` (default with `task.data_dir`): microsoft/LoRA's `MR||reference` text files, one pair a
+  line (`train.txt`, `valid.txt`, `test.txt`; MRs like `name : The Vaults | Type : pub`, texts
+  tokenised). The LoRA / LoDA papers' numbers come from these files.
+* `csv`: the challenge's CSVs (`trainset.csv`, `devset.csv`, `testset_w_refs.csv`, columns mr, ref);
+  the MR string is the context as written there (`name[The Vaults], eatType[pub]`).
+* `task.data_dir=null`: `datasets.load_dataset(hub_id)` (columns meaning_representation,
+  human_reference; the CSVs' content).
+
+Scores: `tasks.metrics.e2e` (e2e-metrics measure_scores.py: BLEU, NIST, METEOR, ROUGE_L, CIDEr).
+Outputs per evaluation: `hypotheses.txt` (one a line, source order) and `references.txt` (each
+source's references one a line, sources separated by a blank line), the layout measure_scores.py
+reads: `python -m tasks.metrics e2e hypotheses.txt references.txt`.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adapters.base import ConfigError
+from tasks.base import DataError
+from tasks.metrics.e2e import e2e_scores
+from tasks.nlg import Config as NLGConfig
+from tasks.nlg import NLGTask, write_text
+
+FILES = {
+    "lora": {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
+    "csv": {"train": "trainset.csv", "validation": "devset.csv", "test": "testset_w_refs.csv"},
+}
+
+
+@dataclass
+class Config(NLGConfig):
+    name: str = "e2e"
+    hub_id: str = "e2e_nlg"
+    format: str = "lora"
+    label_smoothing: float = 0.1
+    length_penalty: float = 0.9
+    eval_splits: list[str] = field(default_factory=lambda: ["test"])
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.format not in FILES:
+            raise ConfigError(f"task.format must be one of {', '.join(FILES)}, got {self.format!r}")
+
+
+def read_lora_file(path: Path) -> list[tuple[str, str]]:
+    """`MR||reference` lines, split as LoRA's format_converting_e2e.py does."""
+    pairs = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        items = line.strip().split("||")
+        if not line.strip():
+            continue
+        if len(items) < 2:
+            raise DataError(f"{path}:{i}: expected 'MR||reference'; is this a microsoft/LoRA E2E file?")
+        pairs.append((items[0], items[1]))
+    return pairs
+
+
+def read_csv_file(path: Path) -> list[tuple[str, str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"mr", "ref"} <= set(rows[0]):
+        raise DataError(
+            f"{path}: needs columns mr, ref (testset.csv has no references: use testset_w_refs.csv)"
+        )
+    return [(r["mr"], r["ref"]) for r in rows]
+
+
+class E2E(NLGTask):
+    name = "e2e"
+
+    def __init__(self, cfg: Config):
+        self.default_files = FILES[cfg.format]
+        super().__init__(cfg)
+
+    def read_file(self, path: Path) -> list[tuple[str, str]]:
+        return read_lora_file(path) if self.cfg.format == "lora" else read_csv_file(path)
+
+    def read_hub(self, ds) -> list[tuple[str, str]]:
+        return [(r["meaning_representation"], r["human_reference"]) for r in ds]
+
+    def score(self, hyps, refs) -> dict:
+        return e2e_scores(hyps, refs, coco=self.cfg.java_metrics)
+
+    def write_outputs(self, out_dir: Path, hyps, refs) -> None:
+        write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hyps))
+        write_text(out_dir / "references.txt", "\n".join("".join(r + "\n" for r in group) for group in refs))
+
+
+TASK = E2E

@@ -1,0 +1,257 @@
+"""Frozen-backbone feature cache for head-only training (vision tasks).
+
+When every trainable parameter lies inside one module H (the classifier: LoRA on `classifier` with
+the head frozen at its init, or a linear probe), the logits are H(φ(x)) with φ frozen. φ(x), the
+input of H, is then computed once per image and training and evaluation run H alone on it: the same
+loss and gradients as the full forward, without the backbone's cost per step (a test checks the
+equality with the uncached path).
+
+Key: sha1 of (every frozen tensor outside H and the model's config, H's qualified name, each split's
+content fingerprint, the image processor's settings, the view policy, `CACHE_VERSION`). Changing any
+of them gives a new key, so a stale entry is never read; old disk files are simply left behind.
+Stores: `memory` keeps the last `MEMORY_ENTRIES` entries in this process (a sweep over methods and
+seeds extracts once); `disk` also writes `<cache_dir>/<key>.safetensors` atomically, with the key's
+parts in its metadata, and reads it back in later processes.
+
+Augmentation: with a cache the backbone sees each train image once, so per-step augmentation cannot
+happen. `task.cache_views=0` (default) caches the un-augmented view (the evaluation preprocessing):
+head-only training then sees no augmentation. `task.cache_views=k` caches k augmented views per
+train image (drawn with `task.view_seed`, as the uncached path would draw them) and every use of an
+example picks one of its k views uniformly at random (torch's global generator: the run seed).
+`Vision.cache_info` says which, and the run record carries it.
+
+Extraction runs the full model in eval mode (dropout off), without gradients and in float32, on
+`task.cache_device` (auto: CUDA when visible; `on_method` runs before the runner places the model, so
+the model visits that device for the extraction and goes back); features are stored in float32 on
+the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from adapters.base import ConfigError
+from tasks.base import TaskData
+
+CACHE_VERSION = 1
+MEMORY_ENTRIES = 4
+_MEMORY: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+
+
+def trainable_scope(model: nn.Module) -> str | None:
+    """Qualified name of the deepest module holding every trainable parameter; None if that is the
+    whole model (or nothing trains)."""
+    paths = [n.split(".")[:-1] for n, p in model.named_parameters() if p.requires_grad]
+    if not paths:
+        return None
+    common = os.path.commonprefix(paths)
+    return ".".join(common) or None
+
+
+def frozen_digest(model: nn.Module, scope: str) -> str:
+    """sha1 over every parameter and buffer outside `scope` (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha1(type(model).__name__.encode())
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_json_string"):
+        h.update(config.to_json_string(use_diff=False).encode())
+    for name, t in model.state_dict().items():
+        if name == scope or name.startswith(scope + "."):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(parts: dict) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class FeatureDataset(Dataset):
+    """Cached features (V, N, D) and labels (N,). A batch read (`__getitems__`) picks one of the V
+    views per example at random and returns the whole batch at once (no per-example collate)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return self.features.shape[1]
+
+    def __getitems__(self, index: list[int]) -> dict:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        views = self.features.shape[0]
+        v = torch.randint(views, (len(idx),)) if views > 1 else torch.zeros(len(idx), dtype=torch.long)
+        return {"features": self.features[v, idx], "labels": self.labels[idx]}
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self.__getitems__([i])
+        return {k: t[0] for k, t in batch.items()}
+
+
+def collate_features(batch):
+    """A batch from `FeatureDataset.__getitems__` is already collated."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+@torch.no_grad()
+def extract(model: nn.Module, head: nn.Module, dataset, collate, batch_size: int) -> torch.Tensor:
+    """Inputs of `head` for every example of `dataset`, (N, D) float32 on the CPU.
+
+    Runs the whole model (eval mode) and checks on the first batch that the logits equal
+    head(features), i.e. that the head's input is all the model's output depends on.
+    """
+    device = next(model.parameters()).device
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, collate_fn=collate)):
+            captured.clear()
+            logits = model(pixel_values=batch["pixel_values"].to(device)).logits
+            if len(captured) != 1:
+                raise ConfigError(
+                    f"the head module runs {len(captured)} times per forward; set task.feature_cache=off"
+                )
+            if i == 0 and not torch.allclose(head(captured[0]), logits, rtol=1e-4, atol=1e-5):
+                raise ConfigError(
+                    "the logits are not a function of the head's input alone; set task.feature_cache=off"
+                )
+            out.append(captured[0].float().cpu())
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def _load_disk(path: Path) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def _save_disk(path: Path, tensors: dict[str, torch.Tensor], parts: dict) -> None:
+    from safetensors.torch import save_file
+
+    from runners.record import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"key_parts": json.dumps(parts, sort_keys=True, default=str)}
+    atomic_write(
+        path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+    )
+
+
+def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
+    """`Vision.on_method`: swap image datasets for cached head inputs when the backbone is frozen."""
+    from tasks.vision import ImageDataset, PixelCollate, processor_config
+
+    cfg = task.cfg
+    mode = cfg.feature_cache
+    if mode == "off":
+        task.cache_info = {"feature_cache": "off", "reason": "task.feature_cache=off"}
+        return data
+    scope = trainable_scope(model)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if scope is None or (distributed and torch.distributed.get_world_size() > 1):
+        reason = "parameters outside one head module train" if scope is None else "several processes (DDP)"
+        if mode != "auto":
+            raise ConfigError(
+                f"task.feature_cache={mode} needs a frozen backbone in one process ({reason}); "
+                f"use task.feature_cache=auto or off"
+            )
+        task.cache_info = {"feature_cache": "off", "reason": reason}
+        return data
+    head = model.get_submodule(scope)
+    views = cfg.cache_views
+    home = next(model.parameters()).device
+    device = cfg.cache_device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"task.cache_device={device} but no CUDA device is visible; use auto or cpu")
+    policy = (
+        {"train_view": "unaugmented"}
+        if views == 0
+        else {
+            "train_view": f"{views} augmented views",
+            "augment": cfg.augment,
+            "crop_padding": cfg.crop_padding,
+            "view_seed": cfg.view_seed,
+        }
+    )
+    parts = {
+        "version": CACHE_VERSION,
+        "frozen_weights": frozen_digest(model, scope),
+        "head_input_of": scope,
+        "data": {k: s.fingerprint for k, s in task.splits.items()},
+        "preprocessing": processor_config(task.processor),
+        "views": policy,
+    }
+    key = cache_key(parts)
+    path = Path(cfg.cache_dir) / f"{key}.safetensors" if mode == "disk" else None
+    tic = time.perf_counter()
+    tensors, source = _MEMORY.get(key), "memory"
+    if tensors is None and path is not None:
+        tensors, source = _load_disk(path), "disk"
+    if tensors is None:
+        source = "extracted"
+        model.to(device)
+        collate = PixelCollate(task.processor)
+        tensors = {}
+        for name, split in task.splits.items():
+            if name == "train" and views > 0:
+                stack = [
+                    extract(
+                        model,
+                        head,
+                        ImageDataset(
+                            split,
+                            cfg.augment,
+                            cfg.crop_padding,
+                            torch.Generator().manual_seed(cfg.view_seed + v),
+                        ),
+                        collate,
+                        cfg.cache_batch_size,
+                    )
+                    for v in range(views)
+                ]
+                tensors[name] = torch.stack(stack)
+            else:
+                tensors[name] = extract(model, head, ImageDataset(split), collate, cfg.cache_batch_size)[None]
+            tensors[f"{name}.labels"] = torch.tensor(split.labels)
+        model.to(home)
+    if path is not None and not path.is_file():
+        _save_disk(path, tensors, parts)
+    _MEMORY[key] = tensors
+    _MEMORY.move_to_end(key)
+    while len(_MEMORY) > MEMORY_ENTRIES:
+        _MEMORY.popitem(last=False)
+    task.head_module = head
+    task.cache_info = {
+        "feature_cache": mode if mode != "auto" else "memory",
+        "key": key,
+        "source": source,
+        "seconds": time.perf_counter() - tic,
+        "device": device if source == "extracted" else None,
+        "head_input_of": scope,
+        "feature_dim": int(tensors["train"].shape[-1]),
+        **policy,
+        "dropout": "backbone features computed in eval mode (dropout off)",
+        "path": str(path) if path else None,
+    }
+    sets = {name: FeatureDataset(tensors[name], tensors[f"{name}.labels"]) for name in task.splits}
+    train = sets.pop("train")
+    return TaskData(train, sets, collate_features)

@@ -1,0 +1,413 @@
+"""Image classification: CIFAR-100 and Food-101 with ViT-B/16 (RM-LoRA Figures 1–2, Table 5).
+
+Data (`task.data_dir` null: `datasets.load_dataset(task.hub_id)`, columns `task.image_column`,
+`task.label_column`); with `task.data_dir`, `task.layout` (auto by default) reads:
+- `cifar`: the CIFAR-100 python-pickle release, `cifar-100-python/{train,test,meta}` (data_dir is that
+  folder or holds it): `data` (N, 3072) uint8, channel-major 3×32×32; `fine_labels` (or
+  `label_column=coarse_label`); class names from `meta`. The pickles are read with an unpickler that
+  only admits the numpy array types, so a tampered file cannot run code.
+- `folder`: `<data_dir>/<split>/<class name>/<image>` (any format PIL opens); class index = rank of
+  the name among the train split's sorted class folders. Food-101's own release (`images/<class>/
+  <id>.jpg` with `meta/{train,test}.txt`, `meta/classes.txt`) is recognised too.
+Splits accept slices (`test[:1000]`); `max_*_samples` keep a random subset drawn from `sample_seed`.
+
+Preprocessing: the model's image processor from transformers (PIL backend; no torchvision): resize to
+its size (224 for ViT-B/16), rescale to [0, 1], normalise with its mean / std. Training images get
+light augmentation first (`augment`): `crop_flip` = reflect-pad by `crop_padding` of the side, random
+crop back to the original size (a shift of up to 4 px at 32 px), horizontal flip with p = 1/2;
+`flip`; `none`. Evaluation images are never augmented. Loss: cross-entropy; metric: accuracy.
+
+Frozen backbone: when every trainable parameter lies inside one module (the classifier, e.g. LoRA on
+`classifier` with the head frozen), `on_method` caches that module's inputs once
+(`tasks/feature_cache.py`) and training / evaluation run the head alone on them; see that module for
+the key, the stores and what the cache does about augmentation (`task.cache_views`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapters.base import ConfigError
+from tasks.base import DataError, Task, TaskData
+
+SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+AUGMENTS = ("none", "flip", "crop_flip")
+LAYOUTS = ("auto", "cifar", "folder")
+CACHE_MODES = ("auto", "memory", "disk", "off")
+
+
+@dataclass
+class Config:
+    name: str = "vision"
+    dataset: str = "cifar100"  # how records name the task
+    hub_id: str | None = "uoft-cs/cifar100"
+    hub_config: str | None = None
+    image_column: str = "img"
+    label_column: str = "fine_label"
+    data_dir: str | None = None  # local copy; null: datasets.load_dataset(hub_id)
+    layout: str = "auto"  # auto | cifar | folder
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["test"])
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    sample_seed: int = 0  # which random subset max_*_samples keep
+    augment: str = "crop_flip"  # none | flip | crop_flip (train only)
+    crop_padding: float = 0.125  # crop_flip: max shift as a fraction of the shorter side
+    feature_cache: str = "auto"  # auto (frozen backbone: memory) | memory | disk | off
+    cache_dir: str | None = None  # disk cache folder (feature_cache=disk)
+    cache_views: int = 0  # 0: cache the un-augmented train view; k > 0: k augmented views, one drawn per use
+    view_seed: int = 0  # draws the k cached augmented views (fixed across run seeds, like the data)
+    cache_batch_size: int = 128  # images per forward pass while extracting features
+    cache_device: str = "auto"  # where features are extracted: auto (CUDA if visible) | cpu | cuda[:N]
+
+    def __post_init__(self):
+        for key, value, valid in (
+            ("augment", self.augment, AUGMENTS),
+            ("layout", self.layout, LAYOUTS),
+            ("feature_cache", self.feature_cache, CACHE_MODES),
+        ):
+            if value not in valid:
+                raise ConfigError(f"unknown task.{key} {value!r}; valid: {', '.join(valid)}")
+        for split in [self.train_split, *self.eval_splits]:
+            if not SPLIT.match(split):
+                raise ConfigError(f"bad split {split!r}; use a name with an optional slice, e.g. test[:1000]")
+        if not 0.0 <= self.crop_padding < 0.5:
+            raise ConfigError(f"task.crop_padding must be in [0, 0.5), got {self.crop_padding}")
+        if self.cache_views < 0 or self.cache_batch_size < 1:
+            raise ConfigError("task.cache_views must be >= 0 and task.cache_batch_size >= 1")
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", self.cache_device):
+            raise ConfigError(
+                f"task.cache_device must be auto, cpu, cuda or cuda:N, got {self.cache_device!r}"
+            )
+        if self.feature_cache == "disk" and not self.cache_dir:
+            raise ConfigError("task.feature_cache=disk needs task.cache_dir (a folder for the feature files)")
+        if not self.data_dir and not self.hub_id:
+            raise ConfigError("set task.data_dir to a local copy or task.hub_id to a datasets hub id")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """One split of images: `load(i)` gives an (H, W, 3) uint8 array; `fingerprint` names the content."""
+
+    labels: list[int]
+    load: Callable[[int], np.ndarray]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, index: list[int]) -> Split:
+        parent = self.load
+        digest = _digest([self.fingerprint, index])
+        return Split([self.labels[i] for i in index], lambda i: parent(index[i]), digest)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def to_rgb_array(image) -> np.ndarray:
+    """PIL image or array (grey, RGB, RGBA) -> (H, W, 3) uint8."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    return np.ascontiguousarray(a[..., :3].astype(np.uint8))
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only (the CIFAR release's content)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR file")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        blob = _NumpyOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise DataError(f"{path}: not a CIFAR python-pickle file ({e}); check task.data_dir") from e
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in blob.items()}
+
+
+def _cifar_root(data_dir: Path) -> Path | None:
+    for root in (data_dir, data_dir / "cifar-100-python"):
+        if (root / "meta").is_file() and (root / "train").is_file():
+            return root
+    return None
+
+
+def read_cifar(data_dir: Path, split: str, label_column: str) -> tuple[Split, list[str]]:
+    """A split of the CIFAR-100 python release; returns it and the class names."""
+    root = _cifar_root(data_dir)
+    if root is None:
+        raise DataError(
+            f"no CIFAR-100 python files (meta, train, test) in {data_dir} or its cifar-100-python/"
+        )
+    path = root / split
+    if not path.is_file():
+        raise DataError(f"CIFAR-100 has no split file {path}; valid splits: train, test")
+    blob, meta = _unpickle(path), _unpickle(root / "meta")
+    kind = label_column.removesuffix("_label")  # fine | coarse
+    if f"{kind}_labels" not in blob:
+        raise DataError(f"{path} has no {kind}_labels; set task.label_column to fine_label or coarse_label")
+    data = np.asarray(blob["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: data has shape {data.shape}, expected (N, 3072) for 32×32 RGB images")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
+    labels = [int(y) for y in blob[f"{kind}_labels"]]
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[f"{kind}_label_names"]]
+    fingerprint = _digest(["cifar", hashlib.sha1(data.tobytes()).hexdigest(), labels])
+    return Split(labels, lambda i: np.ascontiguousarray(images[i]), fingerprint), names
+
+
+def _load_file(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return to_rgb_array(im)
+
+
+def _files_split(files: list[Path], labels: list[int], tag: str) -> Split:
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return Split(labels, lambda i: _load_file(files[i]), _digest([tag, stats, labels]))
+
+
+def read_folder(data_dir: Path, split: str, classes: list[str] | None) -> tuple[Split, list[str]]:
+    """`<data_dir>/<split>/<class>/<image>` (or Food-101's images/ + meta/<split>.txt)."""
+    meta = data_dir / "meta" / f"{split}.txt"
+    if meta.is_file() and (data_dir / "images").is_dir():  # the Food-101 release
+        names = (data_dir / "meta" / "classes.txt").read_text().split()
+        rows = meta.read_text().split()
+        by_name = {n: i for i, n in enumerate(names)}
+        files = [data_dir / "images" / f"{r}.jpg" for r in rows]
+        return _files_split(files, [by_name[r.split("/")[0]] for r in rows], "food101"), names
+    folder = data_dir / split
+    if not folder.is_dir():
+        found = sorted(p.name for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else []
+        raise DataError(
+            f"no split folder {folder}; the image-folder layout is <data_dir>/<split>/<class>/<image> "
+            f"(folders here: {', '.join(found) or 'none'})"
+        )
+    here = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    classes = classes or here
+    unknown = sorted(set(here) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has class folder {unknown[0]!r} that the train split lacks")
+    files, labels = [], []
+    for c, name in enumerate(classes):
+        for p in sorted((folder / name).iterdir()) if (folder / name).is_dir() else []:
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(p)
+                labels.append(c)
+    if not files:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}/<class>/")
+    return _files_split(files, labels, "folder"), classes
+
+
+def read_hub(cfg: Config, split: str) -> tuple[Split, list[str]]:
+    import datasets  # heavy, only when used
+
+    try:
+        ds = datasets.load_dataset(cfg.hub_id, cfg.hub_config, split=split)
+    except Exception as e:  # offline machines land here
+        raise DataError(
+            f"could not load {cfg.hub_id} {split} from the Hub ({type(e).__name__}); "
+            f"set task.data_dir to a local copy (CIFAR python files or an image folder)"
+        ) from e
+    for col in (cfg.image_column, cfg.label_column):
+        if col not in ds.column_names:
+            raise DataError(f"{cfg.hub_id} has no column {col!r} (columns: {', '.join(ds.column_names)})")
+    feature = ds.features[cfg.label_column]
+    names = list(feature.names) if hasattr(feature, "names") else sorted(set(ds[cfg.label_column]))
+    labels = [int(y) for y in ds[cfg.label_column]]
+    column = cfg.image_column
+    return Split(labels, lambda i: to_rgb_array(ds[i][column]), _digest(["hub", ds._fingerprint])), names
+
+
+def resolve_layout(cfg: Config) -> str:
+    if cfg.layout != "auto":
+        return cfg.layout
+    return "cifar" if _cifar_root(Path(cfg.data_dir)) is not None else "folder"
+
+
+def load_splits(cfg: Config) -> tuple[dict[str, Split], list[str]]:
+    """{"train": ..., eval split: ...} and the class names (train split's)."""
+    out, classes = {}, None
+    layout = resolve_layout(cfg) if cfg.data_dir else "hub"
+    for key, spec, limit in [("train", cfg.train_split, cfg.max_train_samples)] + [
+        (s, s, cfg.max_eval_samples) for s in cfg.eval_splits
+    ]:
+        name, lo, hi = SPLIT.match(spec).groups()
+        if layout == "hub":
+            split, names = read_hub(cfg, spec)
+        elif layout == "cifar":
+            split, names = read_cifar(Path(cfg.data_dir), name, cfg.label_column)
+        else:
+            split, names = read_folder(Path(cfg.data_dir), name, classes)
+        if layout != "hub":
+            part = range(len(split))[slice(int(lo) if lo else None, int(hi) if hi else None)]
+            split = split.select(list(part)) if len(part) != len(split) else split
+        if limit is not None and limit < len(split):
+            g = torch.Generator().manual_seed(cfg.sample_seed)
+            split = split.select(sorted(torch.randperm(len(split), generator=g)[:limit].tolist()))
+        if len(split) == 0:
+            raise DataError(f"split {spec!r} of {cfg.data_dir or cfg.hub_id} is empty")
+        classes = classes or names
+        out[key] = split
+    return out, classes
+
+
+# ------------------------------------------------------------------------------------- preprocessing
+
+
+def augment_image(img: np.ndarray, kind: str, padding: float, generator: torch.Generator | None = None):
+    """Random shift (reflect-pad, crop back) and horizontal flip of an (H, W, 3) uint8 image."""
+    if kind == "none":
+        return img
+    if kind == "crop_flip":
+        h, w = img.shape[:2]
+        p = round(padding * min(h, w))
+        if p > 0:
+            padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect")
+            dy, dx = torch.randint(0, 2 * p + 1, (2,), generator=generator).tolist()
+            img = padded[dy : dy + h, dx : dx + w]
+    if torch.rand((), generator=generator) < 0.5:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Examples {"image": (H, W, 3) uint8, "labels": int}; train images augmented on every read.
+
+    Augmentation draws from torch's global generator (seeded by the run seed; DataLoader workers
+    get their own seeds from it), or from `generator` when given (cached augmented views).
+    """
+
+    def __init__(self, split: Split, augment: str = "none", padding: float = 0.0, generator=None):
+        self.split, self.augment, self.padding, self.generator = split, augment, padding, generator
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict:
+        img = augment_image(self.split.load(i), self.augment, self.padding, self.generator)
+        return {"image": img, "labels": self.split.labels[i]}
+
+
+class PixelCollate:
+    """A batch of images -> {"pixel_values": (B, 3, S, S) float32, "labels": (B,)} via the processor."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, batch: list[dict]) -> dict:
+        pixels = self.processor(images=[b["image"] for b in batch], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels, "labels": torch.tensor([b["labels"] for b in batch])}
+
+
+def processor_config(processor) -> dict:
+    """What the processor does to an image (part of the feature-cache key)."""
+    d = processor.to_dict() if hasattr(processor, "to_dict") else {}
+    return {"class": type(processor).__name__, **{k: v for k, v in d.items() if not k.startswith("_")}}
+
+
+# ---------------------------------------------------------------------------------------------- task
+
+
+class Vision(Task):
+    name, main_metric, higher_is_better = "vision", "acc", True
+    version = 1
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        if cfg.data_dir and not Path(cfg.data_dir).is_dir():
+            raise DataError(f"task.data_dir {cfg.data_dir} is not a folder; point it at a local copy")
+        self.splits, self.classes = load_splits(cfg)  # now: a missing file fails before models
+        self.head_module: nn.Module | None = None  # set by on_method when features are cached
+        self.cache_info: dict = {"feature_cache": "off"}
+
+    @classmethod
+    def label(cls, cfg) -> str:
+        return cfg.dataset
+
+    @property
+    def head(self) -> dict:
+        return {
+            "type": "image_classification",
+            "num_labels": len(self.classes),
+            "id2label": dict(enumerate(self.classes)),
+            "label2id": {n: i for i, n in enumerate(self.classes)},
+        }
+
+    def build(self, model: nn.Module, processor) -> TaskData:
+        if processor is None or not callable(processor):
+            raise ConfigError(
+                "vision tasks need an image processor; use a vision model (model=tiny_vit, vit_b16)"
+            )
+        self.processor = processor
+        train = ImageDataset(self.splits["train"], self.cfg.augment, self.cfg.crop_padding)
+        evals = {k: ImageDataset(v) for k, v in self.splits.items() if k != "train"}
+        return TaskData(train, evals, PixelCollate(processor))
+
+    def info(self) -> dict:
+        """What training saw: augmentation as applied (the cache changes it) and the cache's facts."""
+        aug, views = self.cfg.augment, self.cfg.cache_views
+        if self.cache_info.get("feature_cache", "off") != "off":
+            aug = (
+                "none (features of the un-augmented train images are cached)"
+                if views == 0
+                else f"{aug} (one of {views} cached augmented views per example, drawn at each use)"
+            )
+        return {"train_augmentation": aug, "feature_cache": self.cache_info, "classes": len(self.classes)}
+
+    def on_method(self, model: nn.Module, method, data: TaskData) -> TaskData:
+        from tasks.feature_cache import cache_features
+
+        return cache_features(self, model, data)
+
+    def forward(self, model, batch):
+        labels = batch["labels"]
+        if "features" in batch:  # cached backbone output: run the (adapted) head alone
+            logits = self.head_module(batch["features"])
+        else:
+            logits = model(pixel_values=batch["pixel_values"]).logits
+        loss = F.cross_entropy(logits.float(), labels)
+        return loss, logits.detach().argmax(-1), labels
+
+    def metrics(self, preds, labels):
+        return {"acc": float((preds == labels).float().mean())}
+
+
+TASK = Vision

@@ -1,0 +1,448 @@
+"""Vision task: readers, preprocessing, ViT building and placement, the feature cache, end to end."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from adapters import lora
+from adapters.base import ConfigError
+from adapters.lowrank import LowRankLinear, lowrank_diagnostics, spectrum
+from models import hf
+from runners.config import TRAIN_KEYS, heads_for, typed
+from runners.train import run
+from scripts.make_synthetic_images import class_names, make_split, write_cifar, write_folder
+from tasks import feature_cache as fc
+from tasks import vision
+from tasks.base import DataError
+
+N_CLASSES = 10
+# small data, batch and many steps: the tiny ViT learns the synthetic classes in a few seconds
+FAST = ("train.batch_size=16", "train.lr=1e-2", "train.checkpoint=false")
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    return write_cifar(tmp_path_factory.mktemp("cifar"), N_CLASSES, n_train=24, n_test=12, seed=0)
+
+
+@pytest.fixture(scope="module")
+def folder_dir(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("folder"), N_CLASSES, n_train=12, n_test=6, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _empty_memory_cache():
+    fc._MEMORY.clear()
+    yield
+    fc._MEMORY.clear()
+
+
+def task_cfg(cfg):
+    return typed(vision.Config, cfg.task, "task", drop=TRAIN_KEYS)
+
+
+def built(cfg_factory, *overrides):
+    """Task, processor, model, method, data as the runner builds them (before on_method)."""
+    cfg = cfg_factory("task=cifar100", "model=tiny_vit", *overrides)
+    task = vision.TASK(task_cfg(cfg))
+    processor = hf.build_tokenizer(cfg.model, [])
+    model = hf.build_model(cfg.model, task.head, processor)
+    data = task.build(model, processor)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    method_cfg = typed(lora.Config, cfg.method, "method")
+    method = lora.apply(
+        model,
+        method_cfg,
+        model_cfg["target_modules"],
+        heads_for(model_cfg, task.head),
+        torch.Generator().manual_seed(0),
+    )
+    return task, processor, model, method, data
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def test_cifar_pickle_layout_reads_back_the_generated_images(cifar_dir):
+    images, labels = make_split(12, N_CLASSES, seed=1)  # the generator's test split
+    split, names = vision.read_cifar(cifar_dir, "test", "fine_label")
+    assert names == class_names(N_CLASSES) and split.labels == labels
+    assert all(np.array_equal(split.load(i), images[i]) for i in (0, 7, len(labels) - 1))
+    coarse, _ = vision.read_cifar(cifar_dir / "cifar-100-python", "test", "coarse_label")
+    assert coarse.labels == [y // 2 for y in labels]
+    with pytest.raises(DataError, match="valid splits"):
+        vision.read_cifar(cifar_dir, "validation", "fine_label")
+
+
+def test_cifar_reader_refuses_code_in_pickles(tmp_path):
+    root = write_cifar(tmp_path, 2, n_train=1, n_test=1) / "cifar-100-python"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (root / "test").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DataError, match="refusing to load builtins.print"):
+        vision.read_cifar(root, "test", "fine_label")
+
+
+def test_folder_layout_labels_sorted_class_folders_and_decodes_losslessly(folder_dir, tmp_path):
+    split, names = vision.read_folder(folder_dir, "train", None)
+    assert names == sorted(class_names(N_CLASSES)) and len(split) == 12 * N_CLASSES
+    assert split.labels == sorted(split.labels)  # files grouped by class folder
+    img = split.load(0)
+    path = folder_dir / "train" / names[0] / "0000.png"
+    assert img.dtype == np.uint8 and img.shape[2] == 3 and np.array_equal(img, np.asarray(Image.open(path)))
+    shapes = {split.load(i).shape[:2] for i in range(0, len(split), 7)}
+    assert len(shapes) == 2  # the generator varies sizes: the processor must resize
+    (folder_dir / "test" / "zz_extra").mkdir(exist_ok=True)
+    try:
+        with pytest.raises(DataError, match="zz_extra"):
+            vision.read_folder(folder_dir, "test", names)
+    finally:
+        (folder_dir / "test" / "zz_extra").rmdir()
+    with pytest.raises(DataError, match="no split folder"):
+        vision.read_folder(folder_dir, "validation", names)
+
+
+def test_food101_release_layout(tmp_path):
+    names = ["apple_pie", "ramen"]
+    for c, name in enumerate(names):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * c + i, np.uint8)).save(
+                tmp_path / "images" / name / f"{i}.jpg"
+            )
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "classes.txt").write_text("\n".join(names))
+    (tmp_path / "meta" / "test.txt").write_text("ramen/1\napple_pie/0\n")
+    split, got = vision.read_folder(tmp_path, "test", None)
+    assert got == names and split.labels == [1, 0] and split.load(0).shape == (8, 8, 3)
+
+
+def test_slices_and_random_subsets(cfg_factory, cifar_dir):
+    cfg = task_cfg(
+        cfg_factory(
+            "task=cifar100",
+            f"task.data_dir={cifar_dir}",
+            "task.eval_splits=['test[:5]']",
+            "task.max_train_samples=30",
+        )
+    )
+    splits, classes = vision.load_splits(cfg)
+    assert len(splits["test[:5]"]) == 5 and len(splits["train"]) == 30 and len(classes) == N_CLASSES
+    assert len(set(splits["train"].labels)) > 5  # random, not the first 30 of one class
+    again, _ = vision.load_splits(cfg)
+    assert again["train"].labels == splits["train"].labels
+    assert again["train"].fingerprint == splits["train"].fingerprint
+    other, _ = vision.load_splits(typed(vision.Config, {**vars(cfg), "sample_seed": 1}, "task"))
+    assert other["train"].fingerprint != splits["train"].fingerprint
+
+
+def test_bad_task_input_fails_in_one_line(cfg_factory, tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        vision.TASK(task_cfg(cfg_factory("task=cifar100", f"task.data_dir={tmp_path / 'nope'}")))
+    with pytest.raises(ConfigError, match="task.augment"):
+        task_cfg(cfg_factory("task=cifar100", "task.augment=mixup"))
+    with pytest.raises(ConfigError, match="cache_dir"):
+        task_cfg(cfg_factory("task=food101", "task.feature_cache=disk", "task.cache_dir=null"))
+
+
+# ------------------------------------------------------------------------------------ preprocessing
+
+
+def test_augmentation_is_a_shift_and_or_flip():
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert vision.augment_image(img, "none", 0.25) is img
+    g = torch.Generator().manual_seed(0)
+    flips = [vision.augment_image(img, "flip", 0.0, g) for _ in range(40)]
+    same = sum(np.array_equal(f, img) for f in flips)
+    assert 5 < same < 35 and all(np.array_equal(f, img) or np.array_equal(f, img[:, ::-1]) for f in flips)
+    padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+    crops = {(dy, dx): padded[dy : dy + 16, dx : dx + 16] for dy in range(9) for dx in range(9)}
+    seen = set()
+    for _ in range(40):
+        out = vision.augment_image(img, "crop_flip", 0.25, g)
+        hits = [k for k, c in crops.items() if np.array_equal(out, c) or np.array_equal(out, c[:, ::-1])]
+        assert hits, "not a crop of the reflect-padded image"
+        seen.update(hits)
+    assert len(seen) > 10
+
+
+def test_processor_resizes_rescales_normalises_like_pil(cfg_factory):
+    cfg = cfg_factory(
+        "task=cifar100", "model=tiny_vit", "+model.image_processor.size={height: 48, width: 48}"
+    )
+    processor = hf.build_tokenizer(cfg.model, [])
+    img = np.random.default_rng(1).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    batch = vision.PixelCollate(processor)([{"image": img, "labels": 3}])
+    manual = np.asarray(Image.fromarray(img).resize((48, 48), Image.BILINEAR), np.float32) / 255
+    manual = torch.from_numpy(((manual - 0.5) / 0.5).transpose(2, 0, 1))
+    assert batch["pixel_values"].shape == (1, 3, 48, 48) and batch["labels"].tolist() == [3]
+    assert torch.allclose(batch["pixel_values"][0], manual, atol=1e-6)
+    default = hf.build_tokenizer(cfg_factory("task=cifar100", "model=tiny_vit").model, [])
+    assert (default.size.height, default.size.width) == (32, 32)  # the tiny ViT's image_size
+
+
+# ------------------------------------------------------------------------------- model and placement
+
+
+def test_new_classifier_is_seeded_by_init_seed(cfg_factory, cifar_dir):
+    def classifier(*o):
+        cfg = cfg_factory("task=cifar100", "model=tiny_vit", f"task.data_dir={cifar_dir}", *o)
+        task = vision.TASK(task_cfg(cfg))
+        model = hf.build_model(cfg.model, task.head, hf.build_tokenizer(cfg.model, []))
+        assert model.config.num_labels == N_CLASSES and model.config.id2label[0] == task.classes[0]
+        return model.classifier.weight.detach().clone()
+
+    torch.manual_seed(123)
+    a = classifier()
+    torch.manual_seed(456)  # the global stream does not matter
+    assert torch.equal(a, classifier()) and not torch.equal(a, classifier("model.init_seed=1"))
+    assert a.shape == (N_CLASSES, 32)
+
+
+@pytest.mark.parametrize("placement", ["classifier", "attention"])
+def test_placements_and_their_trainable_parameters(placement, cfg_factory, cifar_dir):
+    task, _, model, method, _ = built(
+        cfg_factory, f"task.data_dir={cifar_dir}", f"model.placement={placement}", "method.rank=4"
+    )
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    d, layers = 32, 2
+    if placement == "classifier":
+        # the head is frozen at its init and adapted only through B A: R·(d_in + d_out)
+        assert trainable == {"classifier.lora_A": 4 * d, "classifier.lora_B": N_CLASSES * 4}
+        assert not model.classifier.base.weight.requires_grad and not model.classifier.base.bias.requires_grad
+        assert fc.trainable_scope(model) == "classifier"
+    else:
+        assert sum(v for n, v in trainable.items() if "lora_" in n) == layers * 4 * 4 * (d + d)
+        assert trainable["classifier.weight"] == N_CLASSES * d and "classifier.bias" in trainable
+        assert fc.trainable_scope(model) is None
+    assert method.param_counts()["trainable"] == sum(trainable.values())
+
+
+def test_orth_floor_is_the_null_space_part_of_the_orthogonality_loss():
+    torch.manual_seed(0)
+    m = LowRankLinear(torch.nn.Linear(32, 10), rank=4, alpha=8)
+    torch.nn.init.normal_(m.lora_B)
+    d = lowrank_diagnostics({"m": m})["modules"]["m"]
+    s = spectrum(m)
+    assert d["orth_floor"] == 10 - 4 and d["orth_loss"] >= d["orth_floor"]
+    assert d["orth_loss"] - d["orth_floor"] == pytest.approx(float(((s**2 - 1) ** 2).sum()), rel=1e-9)
+    dw = m.scaling * m.lora_B.detach().double() @ m.lora_A.detach().double()
+    assert d["orth_loss"] == pytest.approx(float(((dw @ dw.T - torch.eye(10)) ** 2).sum()), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------- feature cache
+
+
+@pytest.mark.slow
+def test_cached_head_matches_full_model_and_key_tracks_every_input(cfg_factory, cifar_dir, tmp_path):
+    over = (f"task.data_dir={cifar_dir}", "task.feature_cache=disk", f"task.cache_dir={tmp_path / 'fc'}")
+    task, processor, model, method, data = built(cfg_factory, *over)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.classifier.lora_B)  # a non-zero ΔW, so the head's update counts
+    cached = task.on_method(model, method, data)
+    info = task.info()["feature_cache"]
+    assert info["source"] == "extracted" and info["head_input_of"] == "classifier"
+    assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 1
+    batch = cached.collate(cached.evals["test"].__getitems__(list(range(20))))
+    uncached = data.collate([data.evals["test"][i] for i in range(20)])
+    assert torch.equal(batch["labels"], uncached["labels"])
+    model.eval()
+    with torch.no_grad():
+        loss_c, pred_c, _ = task.forward(model, batch)
+        task_plain = vision.TASK(task.cfg)  # no head_module: the full forward
+        loss_u, pred_u, _ = task_plain.forward(model, uncached)
+    assert torch.allclose(loss_c, loss_u, atol=1e-6) and torch.equal(pred_c, pred_u)
+
+    key = info["key"]
+    fc._MEMORY.clear()
+    task.on_method(model, method, data)
+    assert task.info()["feature_cache"]["source"] == "disk" and task.info()["feature_cache"]["key"] == key
+    assert task.on_method(model, method, data) and task.info()["feature_cache"]["source"] == "memory"
+    with torch.no_grad():
+        model.classifier.lora_A.mul_(2)  # head parameters are not part of the key
+    task.on_method(model, method, data)
+    assert task.info()["feature_cache"]["key"] == key
+
+    def key_after(change):
+        t, p, m, me, d = built(cfg_factory, *over)
+        change(t, p, m)
+        t.on_method(m, me, d)
+        return t.info()["feature_cache"]["key"]
+
+    assert key_after(lambda t, p, m: None) == key
+    with torch.no_grad():
+        assert key_after(lambda t, p, m: m.vit.layernorm.weight.add_(1e-3)) != key  # backbone
+    assert (
+        key_after(lambda t, p, m: t.splits.update(train=t.splits["train"].select([0, 1, 2]))) != key
+    )  # data
+    assert key_after(lambda t, p, m: setattr(p, "image_mean", [0.4, 0.5, 0.5])) != key  # preprocessing
+    assert key_after(lambda t, p, m: setattr(t.cfg, "cache_views", 2)) != key  # view policy
+
+
+def test_cache_refuses_a_trainable_backbone_unless_auto(cfg_factory, cifar_dir):
+    over = (f"task.data_dir={cifar_dir}", "model.placement=attention")
+    task, _, model, method, data = built(cfg_factory, *over)
+    assert task.on_method(model, method, data) is data
+    assert task.info()["feature_cache"]["feature_cache"] == "off"
+    assert task.info()["train_augmentation"] == "crop_flip"
+    task, _, model, method, data = built(cfg_factory, *over, "task.feature_cache=memory")
+    with pytest.raises(ConfigError, match="frozen backbone"):
+        task.on_method(model, method, data)
+
+
+def test_cached_augmented_views(cfg_factory, cifar_dir):
+    task, _, model, method, data = built(cfg_factory, f"task.data_dir={cifar_dir}", "task.cache_views=3")
+    cached = task.on_method(model, method, data)
+    feats = cached.train.features
+    assert feats.shape == (3, 24 * N_CLASSES, 32)
+    assert not torch.allclose(feats[0], feats[1])  # different augmented views
+    assert "3 cached augmented views" in task.info()["train_augmentation"]
+    torch.manual_seed(0)
+    got = cached.train.__getitems__([5] * 200)["features"]
+    picked = {int((feats[:, 5] - row).abs().sum(-1).argmin()) for row in got}
+    assert picked == {0, 1, 2}
+
+
+# -------------------------------------------------------------------------------------- end to end
+
+
+def test_cached_run_equals_uncached_run(cfg_factory, cifar_dir):
+    over = (
+        "task=cifar100",
+        "model=tiny_vit",
+        "method=rm_lora",
+        f"task.data_dir={cifar_dir}",
+        "task.augment=none",
+        "train.epochs=2",
+        *FAST,
+    )
+    cached = run(cfg_factory(*over))
+    plain = run(cfg_factory(*over, "task.feature_cache=off"))
+    assert cached["task_info"]["feature_cache"]["source"] == "extracted"
+    assert plain["task_info"]["feature_cache"]["feature_cache"] == "off"
+    for a, b in zip(cached["metrics"]["history"], plain["metrics"]["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["train"]["acc"] == b["train"]["acc"]
+        assert a["eval"]["test"]["loss"] == pytest.approx(b["eval"]["test"]["loss"], rel=1e-4)
+        assert a["eval"]["test"]["acc"] == b["eval"]["test"]["acc"]
+    assert cached["diagnostics"]["mean_orth_loss"] == pytest.approx(
+        plain["diagnostics"]["mean_orth_loss"], rel=1e-4
+    )
+
+
+@pytest.mark.slow
+def test_classifier_rm_lora_learns_the_synthetic_classes_with_the_cache(cfg_factory, cifar_dir):
+    rec = run(
+        cfg_factory(
+            "task=cifar100",
+            "model=tiny_vit",
+            "method=rm_lora",
+            f"task.data_dir={cifar_dir}",
+            "train.epochs=20",
+            *FAST,
+        )
+    )
+    history = rec["metrics"]["history"]
+    last = history[-1]
+    assert last["eval"]["test"]["acc"] > 0.6  # chance: 0.1
+    assert last["generalization_gap"]["test"] == pytest.approx(
+        last["train"]["acc"] - last["eval"]["test"]["acc"]
+    )
+    assert all(
+        {"train", "eval", "generalization_gap"} <= set(e) and "loss" in e["eval"]["test"] for e in history
+    )
+    d = rec["diagnostics"]["modules"]["classifier"]
+    assert d["orth_floor"] == N_CLASSES - 8 and d["rank"] <= 8
+    assert rec["params"]["trainable"] == 8 * (32 + N_CLASSES) and rec["params"]["head"] == 0
+    assert rec["task_info"]["train_augmentation"].startswith("none (features of the un-augmented")
+    assert len(rec["timing"]["epoch_s"]) == 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["rm_lora", "ft"])
+def test_attention_placement_and_ft_learn_on_the_image_folder_layout(method, cfg_factory, folder_dir):
+    rec = run(
+        cfg_factory(
+            "task=food101",
+            "model=tiny_vit",
+            f"method={method}",
+            "model.placement=attention",
+            f"task.data_dir={folder_dir}",
+            "task.eval_splits=[test]",
+            "train.epochs=8",
+            *FAST,
+            "train.lr=3e-3",
+        )
+    )
+    assert rec["task"] == "food101" and rec["task_info"]["feature_cache"]["feature_cache"] == "off"
+    assert rec["metrics"]["final"]["test"]["acc"] > 0.6  # chance: 0.1
+
+
+def test_hub_path_reads_columns_and_class_names(monkeypatch, cfg_factory):
+    import datasets
+
+    names = ["cat", "dog", "emu"]
+    images = [Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)) for i in range(6)]
+    features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=names)})
+    ds = datasets.Dataset.from_dict({"img": images, "fine_label": [0, 1, 2, 0, 1, 2]}, features=features)
+    calls = []
+
+    def load_dataset(hub_id, config, split):
+        calls.append((hub_id, config, split))
+        return ds
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    task = vision.TASK(task_cfg(cfg_factory("task=cifar100", "task.eval_splits=['test[:3]']")))
+    assert calls == [("uoft-cs/cifar100", None, "train"), ("uoft-cs/cifar100", None, "test[:3]")]
+    assert task.classes == names and task.splits["train"].labels == [0, 1, 2, 0, 1, 2]
+    assert np.array_equal(task.splits["train"].load(1), np.full((8, 8, 3), 50, np.uint8))
+    with pytest.raises(DataError, match="no column 'image'"):
+        vision.TASK(task_cfg(cfg_factory("task=food101")))
+
+
+def test_vit_b16_loads_a_local_checkpoint_and_its_processor(tmp_path, cfg_factory, cifar_dir):
+    from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
+
+    # a tiny ViTModel saved like the ImageNet-21k checkpoint (backbone + pooler, no classifier)
+    small = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    base = ViTModel(small)
+    base.save_pretrained(tmp_path / "ckpt")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "ckpt")
+    cfg = cfg_factory(
+        "task=cifar100", "model=vit_b16", f"model.path={tmp_path / 'ckpt'}", f"task.data_dir={cifar_dir}"
+    )
+    task = vision.TASK(task_cfg(cfg))
+    processor = hf.build_tokenizer(cfg.model, [])
+    model = hf.build_model(cfg.model, task.head, processor)
+    assert type(processor).__name__ == "ViTImageProcessorPil" and processor.size.height == 32
+    weight = model.vit.embeddings.patch_embeddings.projection.weight
+    assert torch.equal(weight, base.embeddings.patch_embeddings.projection.weight)  # the backbone was loaded
+    assert model.classifier.out_features == N_CLASSES and model.config.id2label[3] == task.classes[3]
+
+
+def test_unknown_placement_is_a_one_line_config_error(cfg_factory, cifar_dir):
+    with pytest.raises(
+        ConfigError, match=r"placements\.foo\.target_modules' not found \(at model\.target_modules\)"
+    ):
+        run(
+            cfg_factory(
+                "task=cifar100", "model=tiny_vit", f"task.data_dir={cifar_dir}", "model.placement=foo"
+            )
+        )
