@@ -296,7 +296,16 @@ def table1_estimate(
     }
 
 
-PARTS = ("r_lora", "r_lora_plain", "gm_lora", "gm_lora_plain", "rm_lora_strict", "rm_lora_strict_plain")
+PARTS = (
+    "r_lora",
+    "r_lora_plain",
+    "gm_lora",
+    "gm_lora_plain",
+    "rm_lora",
+    "rm_lora_plain",
+    "rm_lora_strict",
+    "rm_lora_strict_plain",
+)
 
 
 def time_parts(method, optimizer, step, args, sync) -> dict:
