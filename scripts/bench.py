@@ -132,7 +132,8 @@ def build_model(arch: str, size: str, device: torch.device):
 
     cls = DebertaV2ForSequenceClassification if arch == "deberta" else GPT2ForSequenceClassification
     torch.manual_seed(0)
-    return cls(model_config(arch, size)).to(device).train()
+    with torch.device(device):  # initialise on the device: random init of 184M / 355M weights is slow on CPU
+        return cls(model_config(arch, size)).train()
 
 
 def compose_cfg(model: str, method: str, overrides: list[str]):
