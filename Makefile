@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables figures clean
+.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench
 help:      ## list targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -70,6 +70,10 @@ tables: setup  ## every paper table from results/runs/*.json -> results/tables/*
 
 figures: setup  ## RM-LoRA Figs 1-2 (vision records) and LoDA A.1 (results/energy/*.json) -> results/figures/*.png
 	$(BIN)/python scripts/make_figures.py
+
+BENCH ?= --workload tiny --repeats 3
+bench: setup  ## step-time benchmark (docs/PERFORMANCE.md); GPU: make bench BENCH="--workload deberta --workload gpt2 --repeats 3"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench.py $(BENCH)
 
 lint: setup  ## ruff, check only
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

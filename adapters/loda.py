@@ -258,10 +258,12 @@ def apply(
     )
     if cfg.reg_weight > 0:
         method.loss_terms.append(
-            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form)
+            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
         )
     if cfg.directions is not None:
-        method.hooks.append(DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode))
+        method.hooks.append(
+            DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
+        )
     saved = {"targets": list(targets), "heads": list(heads), "base_approx": stats}
     method.exporter = lambda folder: export(method, cfg, saved, Path(folder) / "loda")
     return method

@@ -40,6 +40,7 @@ class Config:
     mask_fraction: float | None = None  # r̂ = max(1, round(fraction·R)); both null: no masking
     mask_shared: bool = True  # B's kept columns = A's kept rows (v1) | independent (v2)
     mask_mode: str = "grad"  # grad | strict (masked rows/cols provably unchanged)
+    fast: bool = True  # batched regularizer + device-side mask (false: the per-module reference loops)
 
     def __post_init__(self):
         if self.rank < 1:
@@ -105,10 +106,12 @@ def apply(
     )
     if cfg.reg_weight > 0:
         method.loss_terms.append(
-            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form)
+            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
         )
     if cfg.directions is not None:
-        method.hooks.append(DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode))
+        method.hooks.append(
+            DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
+        )
     from adapters import export  # late: export imports peft
 
     method.exporter = lambda folder: export.peft_lora(method, folder, cfg.dropout)

@@ -5,6 +5,14 @@
 
 The reference form is what the authors' code does (AdaLoRA's regularizer: non-squared norms,
 averaged over the 2M matrices; REFERENCE.md). The task loss gets `reg_weight · Reg`.
+
+Fast path (default): both terms are Gram gaps G − I of an R×d "row matrix" (A itself, or Bᵀ, since
+Bᵀ B = (Bᵀ)(Bᵀ)ᵀ). The row matrices of all modules are grouped by shape, stacked to (n, R, d) and
+their Grams computed by one batched product per group (`torch.bmm`), so a DeBERTa-v3-base with 72
+adapted linears takes two batched products instead of 144 small matmuls (and as many subtractions,
+norms and sums). `orthogonality_penalty_loop` is the plain per-module loop, kept as the reference
+(`method.fast=false`); the two agree to float tolerance (summation order differs), values and
+gradients (tests/test_fastpath.py).
 """
 
 from __future__ import annotations
@@ -14,6 +22,20 @@ from torch import nn
 
 FORMS = ("paper", "reference")
 
+_EYE: dict[tuple, torch.Tensor] = {}
+
+
+def _eye(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    key = (n, device, dtype)
+    if key not in _EYE:
+        _EYE[key] = torch.eye(n, device=device, dtype=dtype)
+    return _EYE[key]
+
+
+def _check_form(form: str) -> None:
+    if form not in FORMS:
+        raise ValueError(f"unknown reg_form {form!r}; valid: {', '.join(FORMS)}")
+
 
 def _gram_gap(m: torch.Tensor) -> torch.Tensor:
     """G − I for the R×R Gram matrix G of `m` (rows of A, or columns of B via m = Bᵀ)."""
@@ -22,21 +44,54 @@ def _gram_gap(m: torch.Tensor) -> torch.Tensor:
     return gram - torch.eye(gram.shape[0], device=m.device, dtype=gram.dtype)
 
 
-def orthogonality_penalty(modules: list[nn.Module], form: str = "paper") -> torch.Tensor:
-    """Reg(A, B) over `modules` (each with `lora_A` (R, d_in) and `lora_B` (d_out, R))."""
+def orthogonality_penalty_loop(modules: list[nn.Module], form: str = "paper") -> torch.Tensor:
+    """Reg(A, B), one module at a time (the reference implementation of `orthogonality_penalty`)."""
+    _check_form(form)
     gaps = [g for m in modules for g in (_gram_gap(m.lora_A), _gram_gap(m.lora_B.T))]
     if form == "paper":
         return sum((g**2).sum() for g in gaps)
-    if form == "reference":
-        return sum(torch.linalg.matrix_norm(g) for g in gaps) / len(gaps)
-    raise ValueError(f"unknown reg_form {form!r}; valid: {', '.join(FORMS)}")
+    return sum(torch.linalg.matrix_norm(g) for g in gaps) / len(gaps)
+
+
+def row_matrix_groups(modules: list[nn.Module]) -> list[list[torch.Tensor]]:
+    """The R×d row matrices (A, Bᵀ) of all modules, grouped by shape, device and dtype."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for m in modules:
+        for rows in (m.lora_A, m.lora_B.mT):
+            groups.setdefault((rows.shape, rows.device, rows.dtype), []).append(rows)
+    return list(groups.values())
+
+
+def orthogonality_penalty(modules: list[nn.Module], form: str = "paper", fast: bool = True) -> torch.Tensor:
+    """Reg(A, B) over `modules` (each with `lora_A` (R, d_in) and `lora_B` (d_out, R)).
+
+    `fast`: one batched Gram product per group of equally shaped factors (module docstring);
+    False: the per-module loop `orthogonality_penalty_loop`.
+    """
+    if not fast:
+        return orthogonality_penalty_loop(modules, form)
+    _check_form(form)
+    total, count = None, 0
+    for group in row_matrix_groups(modules):
+        stacked = torch.stack(group).float()  # (n, R, d)
+        gap = torch.bmm(stacked, stacked.mT) - _eye(stacked.shape[1], stacked.device, torch.float32)
+        if form == "paper":
+            term = gap.pow(2).sum()
+        else:
+            term = torch.linalg.matrix_norm(gap).sum()  # Frobenius norm per matrix, (n,) -> sum
+        total = term if total is None else total + term
+        count += len(group)
+    if total is None:
+        return torch.zeros(())
+    return total if form == "paper" else total / count
 
 
 class OrthogonalityRegularizer:
-    """Loss term `weight · Reg(A, B)` over the given modules."""
+    """Loss term `weight · Reg(A, B)` over the given modules (`fast`: batched, see the module docstring)."""
 
-    def __init__(self, modules: list[nn.Module], weight: float, form: str = "paper"):
-        self.modules, self.weight, self.form = modules, weight, form
+    def __init__(self, modules: list[nn.Module], weight: float, form: str = "paper", fast: bool = True):
+        _check_form(form)
+        self.modules, self.weight, self.form, self.fast = modules, weight, form, fast
 
     def __call__(self) -> torch.Tensor:
-        return self.weight * orthogonality_penalty(self.modules, self.form)
+        return self.weight * orthogonality_penalty(self.modules, self.form, self.fast)

@@ -60,6 +60,7 @@ class Config:
     mask_fraction: float | None = None
     mask_shared: bool = True
     mask_mode: str = "grad"
+    fast: bool = True  # batched regularizer + device-side mask (false: per-module reference loops)
 
     def __post_init__(self):
         if self.rank < 1:
@@ -261,11 +262,11 @@ def apply(
         method.loss_terms.append(GateL1(gates, cfg.l1_weight))
     if cfg.reg_weight > 0:
         method.loss_terms.append(
-            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form)
+            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
         )
     if cfg.directions is not None:
         method.hooks.insert(
-            0, DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode)
+            0, DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
         )
     from adapters import export  # late: export imports peft
 

@@ -20,6 +20,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size", "eval_epochs")  #
 # where results go, whether to redo, how to log: not what is trained (so not in run_id / group_id)
 NOT_HASHED = ("paths", "force", "hydra", "logger", "plan")
 NOT_HASHED_TRAIN = ("num_workers", "checkpoint", "checkpoint_every", "check_every")
+NOT_HASHED_METHOD = ("fast",)  # batched vs per-module loops: the same training to float tolerance
 TOP_KEYS = ("seed", "device", "train", "diagnostics", "model", "task", "method", *NOT_HASHED)
 # every key a `model:` section may have (builders read them; anything else is a typo)
 MODEL_KEYS = (
@@ -210,4 +211,6 @@ def run_ids(resolved: dict) -> tuple[str, str]:
     core = {k: v for k, v in resolved.items() if k not in NOT_HASHED}
     if isinstance(core.get("train"), dict):
         core["train"] = {k: v for k, v in core["train"].items() if k not in NOT_HASHED_TRAIN}
+    if isinstance(core.get("method"), dict):
+        core["method"] = {k: v for k, v in core["method"].items() if k not in NOT_HASHED_METHOD}
     return _digest(core), _digest({k: v for k, v in core.items() if k != "seed"})

@@ -152,7 +152,13 @@ def test_keys_that_change_nothing_trained_keep_the_run_id(cfg_factory):
 
     ids = {
         run_ids(OmegaConf.to_container(cfg_factory(*o), resolve=True))
-        for o in [(), ("train.num_workers=2",), ("train.checkpoint_every=7",), ("force=true",)]
+        for o in [
+            (),
+            ("train.num_workers=2",),
+            ("train.checkpoint_every=7",),
+            ("force=true",),
+            ("method.fast=false",),
+        ]
     }
     assert len(ids) == 1
 

@@ -1,0 +1,247 @@
+"""The fast path (batched regularizer, device-side foreach masks) trains exactly like the plain loops."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from adapters import METHODS
+from adapters.masking import DirectionMask, draw_directions
+from adapters.orthogonal import orthogonality_penalty, orthogonality_penalty_loop, row_matrix_groups
+from runners.config import typed
+from tests.conftest import make_cfg
+
+QV = [{"module": r".*\.attn\.c_attn", "blocks": ["q", "k", "v"], "adapt": ["q", "v"]}]
+WHOLE = [r".*\.mlp\.c_fc", r".*\.mlp\.c_proj"]  # d -> 4d and 4d -> d: three factor shapes in all
+
+
+def method_cfg(name, **over):
+    cfg = make_cfg(f"method={name}", *[f"method.{k}={v}" for k, v in over.items()])
+    return typed(METHODS[cfg.method.name].Config, cfg.method, "method")
+
+
+def tiny_gpt2(seed=0):
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=32,
+        vocab_size=101,
+        num_labels=2,
+        pad_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,  # no dropout: the global RNG plays no part
+    )
+    return GPT2ForSequenceClassification(config)
+
+
+def build(name, seed=0, **over):
+    model = tiny_gpt2(seed)
+    cfg = method_cfg(name, **over)
+    method = METHODS[cfg.name].apply(model, cfg, QV + WHOLE, ["score"], torch.Generator().manual_seed(seed))
+    return model, method
+
+
+def batches(n=6):
+    g = torch.Generator().manual_seed(1)
+    return [
+        {
+            "input_ids": torch.randint(1, 101, (4, 12), generator=g),
+            "labels": torch.randint(0, 2, (4,), generator=g),
+        }
+        for _ in range(n)
+    ]
+
+
+def train(model, method, data, optimizer=None):
+    """The runner's step sequence: loss + reg, backward, clip, before_step, step, after_step, zero grads."""
+    params = [p for _, p in method.optimizer_parameters()]
+    optimizer = optimizer or torch.optim.AdamW(params, lr=2e-2, weight_decay=0.01)
+    losses = []
+    for step, batch in enumerate(data, 1):
+        loss = model(**batch).loss
+        reg = method.extra_loss()
+        total = loss if reg is None else loss + reg
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        method.before_step(optimizer, step)
+        optimizer.step()
+        method.after_step(optimizer, step)
+        model.zero_grad(set_to_none=True)
+        losses.append(float(total.detach()))
+    return losses, optimizer
+
+
+# --- regularizer --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["paper", "reference"])
+def test_batched_regularizer_equals_the_loop_values_and_gradients(form):
+    _, method = build("r_lora", rank=4)
+    mods = list(method.lowrank.values())
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in mods:  # B = 0 at init: make both factors generic
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.3)
+    # 2 layers; row matrices (4, 32): q/v A and Bᵀ, c_fc A, c_proj Bᵀ; (4, 128): c_fc Bᵀ, c_proj A
+    assert [len(g) for g in row_matrix_groups(mods)] == [2 * (4 + 2), 2 * 2]
+    results = []
+    for fn in (orthogonality_penalty, orthogonality_penalty_loop):
+        value = fn(mods, form)
+        grads = torch.autograd.grad(value, [p for m in mods for p in (m.lora_A, m.lora_B)])
+        results.append((value, grads))
+    (fast, fast_grads), (loop, loop_grads) = results
+    torch.testing.assert_close(fast, loop, rtol=1e-5, atol=1e-6)
+    assert float(loop.detach()) > 1.0  # a nontrivial penalty, not 0 == 0
+    for a, b in zip(fast_grads, loop_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert a.abs().sum() > 0
+
+
+def test_regularizer_switch_reaches_the_loss_term():
+    for fast in (True, False):
+        _, method = build("r_lora", rank=4, fast=fast)
+        assert method.loss_terms[0].fast is fast
+
+
+# --- mask ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,over",
+    [
+        ("rm_lora", {"mask_shared": True, "mask_mode": "grad"}),
+        ("rm_lora", {"mask_shared": False, "mask_mode": "grad"}),
+        ("rm_lora", {"mask_shared": False, "mask_mode": "strict", "reg_form": "reference"}),
+        ("loda", {"reg_weight": 0.1, "mask_fraction": 0.5, "mask_mode": "strict"}),
+    ],
+)
+def test_fast_run_has_the_plain_runs_loss_curve(name, over):
+    """Same seed, fast vs plain: the loss curve and the trained factors agree (CPU, float tolerance)."""
+    data = batches()
+    runs = {}
+    for fast in (True, False):
+        model, method = build(name, rank=4, fast=fast, **over)
+        assert method.hooks[0].fast is fast
+        losses, _ = train(model, method, data)
+        runs[fast] = (losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(
+        torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-5, atol=1e-6
+    )
+    assert runs[True][0][0] != runs[True][0][-1]  # it trained
+    for n, p in runs[True][1].items():  # Adam normalises tiny gradient differences: a looser atol
+        torch.testing.assert_close(p, runs[False][1][n], rtol=1e-4, atol=2e-5)
+
+
+def test_fast_mask_masks_exactly_the_undrawn_directions_without_nonzero(monkeypatch):
+    model, method = build("gm_lora", rank=4, mask_directions=1, mask_shared=False)
+    model(**batches(1)[0]).loss.backward()
+    with torch.no_grad():
+        for m in method.lowrank.values():  # B = 0 gives A no gradient: give every factor one
+            m.lora_A.grad = torch.randn_like(m.lora_A)
+            m.lora_B.grad = torch.randn_like(m.lora_B)
+    grads = {n: (m.lora_A.grad.clone(), m.lora_B.grad.clone()) for n, m in method.lowrank.items()}
+
+    def no_sync(*a, **k):
+        raise AssertionError("nonzero() on the fast path (a host sync on CUDA)")
+
+    monkeypatch.setattr(torch.Tensor, "nonzero", no_sync)
+    method.before_step(torch.optim.AdamW(method.trainable_parameters()), 1)
+    for name, m in method.lowrank.items():
+        rows, cols = method.hooks[0].kept[name]
+        keep_a = torch.zeros(4, dtype=torch.bool).index_fill_(0, rows, True)
+        keep_b = torch.zeros(4, dtype=torch.bool).index_fill_(0, cols, True)
+        torch.testing.assert_close(m.lora_A.grad, grads[name][0] * keep_a[:, None], rtol=0, atol=0)
+        torch.testing.assert_close(m.lora_B.grad, grads[name][1] * keep_b[None, :], rtol=0, atol=0)
+
+
+def test_device_draws_are_distinct_and_cover_every_direction():
+    gen = torch.Generator().manual_seed(0)
+    idx = draw_directions(gen, 4000, 8, 3)
+    assert idx.shape == (4000, 3)
+    assert all(len(set(row)) == 3 for row in idx.tolist())
+    counts = torch.bincount(idx.flatten(), minlength=8).float()
+    # uniform: each direction kept 4000·3/8 = 1500 times; binomial sd ≈ 36, allow > 6 sd
+    assert (counts - 1500).abs().max() < 250
+
+
+def test_fast_mask_resumes_exactly_from_its_state_dict():
+    """3 steps, checkpoint (model, optimizer, hook states), fresh objects, 3 more == 6 uninterrupted."""
+    data = batches()
+    model, method = build("rm_lora", rank=4, mask_mode="strict")
+    full, _ = train(model, method, data)
+    ref = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    model, method = build("rm_lora", rank=4, mask_mode="strict")
+    first, opt = train(model, method, data[:3])
+    ckpt = copy.deepcopy(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "method": method.state_dict()}
+    )
+    assert ckpt["method"][0]["device_generator"] is not None
+    model, method = build("rm_lora", rank=4, mask_mode="strict", seed=0)
+    model.load_state_dict(ckpt["model"])
+    method.load_state_dict(ckpt["method"])
+    opt = torch.optim.AdamW([p for _, p in method.optimizer_parameters()], lr=2e-2, weight_decay=0.01)
+    opt.load_state_dict(ckpt["opt"])
+    rest, _ = train(model, method, data[3:], opt)
+    # train() restarts its step counter; the hooks ignore the index, the draws follow the generators
+    assert first + rest == full
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, ref[n]), n
+
+
+def test_resume_refuses_a_generator_from_another_device_type():
+    _, method = build("gm_lora", rank=4)
+    mask = method.hooks[0]
+    assert isinstance(mask, DirectionMask)
+    mask.load_state_dict(
+        {
+            "generator": torch.Generator().get_state(),
+            "device_generator": {"device_type": "cuda", "state": None},
+        }
+    )
+    with pytest.raises(ValueError, match="same device type"):
+        mask._gen()
+
+
+@pytest.mark.slow
+def test_bench_tiny_writes_a_report(tmp_path, capsys):
+    """`make bench`'s CPU version runs and reports every requested row (timings are not asserted)."""
+    import json
+
+    from scripts import bench
+
+    out = tmp_path / "bench.json"
+    rows = "peft_lora,lora,gm_lora,gm_lora_plain"
+    assert (
+        bench.main(
+            ["--workload", "tiny_gpt2", "--rows", rows, "--steps", "1", "--warmup", "0", "--out", str(out)]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    got = report["workloads"]["tiny_gpt2"]["rows"]
+    assert [r["row"] for r in got] == rows.split(",")
+    by = {r["row"]: r for r in got}
+    assert by["peft_lora"]["vs_peft"] == 1.0 and by["lora"]["vs_lora"] == 1.0
+    assert by["lora"]["trainable"] == 2 * 24 * 4 * (64 + 64) + 64 * 2  # q, v branches + the score head
+    assert set(by["gm_lora_plain"]["parts"]) == {"mask_hooks_ms"} and "parts" not in by["lora"]
+    assert report["versions"]["torch"] == torch.__version__ and "tiny_gpt2" in capsys.readouterr().out
+
+
+def test_table1_cost_model_counts_the_papers_steps():
+    """Steps per (row, seed): epochs × ⌈n_train / 32⌉ over the 9 GLUE tasks, by hand."""
+    from scripts import bench
+
+    steps = bench.table1_steps()
+    assert steps["cola"] == 3 * 268 and steps["mrpc"] == 5 * 115 and steps["mnli"] == 3 * 12272
+    assert sum(steps.values()) == 89319
+    est = bench.table1_estimate([{"row": "peft_lora", "ms_per_step": 100.0}], eval_overhead=0.0)
+    assert est["runs"] == 297 and est["rows_at_peft_lora_ms"] == 11
+    assert est["gpu_hours"] == pytest.approx(3 * 89319 * 11 * 100.0 / 3.6e6)
