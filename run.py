@@ -23,7 +23,7 @@ def main(cfg) -> None:
             record = run(cfg)
         except (ConfigError, DataError, RunStopped) as e:
             sys.exit(f"error: {e}")
-        if record.get("metrics"):
+        if record.get("metrics") and record.get("record_path"):  # the main process (of several)
             print(summary(record))
         return
     # a sweep job: record the outcome, never abort the sweep (runners/sweep.py prints the summary)

@@ -16,12 +16,14 @@ import resource
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import save_file
@@ -125,15 +127,28 @@ def run(cfg: DictConfig) -> dict:
 
     run_id, group_id = run_ids(resolved)
     store = RunStore(Path(cfg.paths.results_dir), run_id)
-    with store.lock() as mine:
-        if not mine:
+    state = PartialState(cpu=device.type == "cpu")  # several processes under `accelerate launch`
+    main = state.is_main_process  # only the main process locks, decides, checkpoints and writes
+    with ExitStack() as stack:
+        verdict = ("train", None)
+        old = None
+        if main:
+            if not stack.enter_context(store.lock()):
+                verdict = ("locked", None)
+            elif (old := store.success()) and not cfg.force:
+                verdict = ("skipped", None)
+            else:
+                verdict = ("train", str(store.resumable() or store.new_attempt()))
+        verdict = _from_main(verdict, state)
+        if verdict[0] == "locked":
             print(f"skip {run_id}: another process is training it now (lock {store.runs / run_id}.lock)")
             return {"run_id": run_id, "status": "locked"}
-        old = store.success()
-        if old and not cfg.force:
-            print(f"skip {run_id}: a successful record exists at {store.record_path} (force=true reruns)")
-            return {**old, "status": "skipped", "record_path": str(store.record_path)}
-        attempt = store.resumable() or store.new_attempt()
+        if verdict[0] == "skipped":
+            if main:
+                print(f"skip {run_id}: a successful record exists at {store.record_path} (force=true reruns)")
+                return {**old, "status": "skipped", "record_path": str(store.record_path)}
+            return {"run_id": run_id, "status": "skipped"}
+        attempt = Path(verdict[1])
         record = {
             "run_id": run_id,
             "group_id": group_id,
@@ -148,6 +163,8 @@ def run(cfg: DictConfig) -> dict:
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "env": environment(device),
         }
+        if not main:
+            logger = build_logger(None)
         start = time.perf_counter()
         try:
             logger.start(record)
@@ -174,7 +191,8 @@ def run(cfg: DictConfig) -> dict:
             raise
         finally:
             record.setdefault("timing", {})["wall_s"] = time.perf_counter() - start
-            record["record_path"] = str(store.finish(attempt, record))
+            if main:
+                record["record_path"] = str(store.finish(attempt, record))
             try:
                 logger.finish(record)
             except Exception as e:  # a logging failure must not turn a trained run into a failed one
@@ -182,6 +200,15 @@ def run(cfg: DictConfig) -> dict:
     if record["status"] != "success":
         raise RunStopped(record["status"], f"{record['status']}: {record['error']}")
     return record
+
+
+def _from_main(obj, state):
+    """`obj` as the main process has it (one broadcast when several processes run)."""
+    if state.num_processes == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _train(
@@ -207,8 +234,25 @@ def _train(
     record["task_version"] = task.version
 
     bf16 = device.type == "cuda" and (t.bf16 == "auto" or t.bf16 is True)
-    acc = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if bf16 else "no")
+    # several processes (`accelerate launch`): train.batch_size is the global batch, split across them
+    acc = Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision="bf16" if bf16 else "no",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
     record["env"]["precision"] = "bf16 autocast" if bf16 else "fp32"
+    if t.batch_size % acc.num_processes:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} (the global batch) must divide among {acc.num_processes} processes"
+        )
+    record["batching"] = {
+        "num_processes": acc.num_processes,
+        "per_process_batch": t.batch_size // acc.num_processes,
+        "grad_accum": t.grad_accum,
+        "effective_batch": t.batch_size * t.grad_accum,
+        "convention": "train.batch_size is the global batch (split across processes); train.lr is used "
+        "as given, not scaled with the number of processes",
+    }
     collate = data.collate or default_collate
     order = torch.Generator().manual_seed(cfg.seed)  # the data order's own stream
     loader = DataLoader(
@@ -231,7 +275,7 @@ def _train(
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             epochs=epochs,
-            batch_size=t.batch_size * t.grad_accum * acc.num_processes,
+            batch_size=t.batch_size * t.grad_accum,
             num_processes=acc.num_processes,
             train_examples=len(data.train),
         )
@@ -242,6 +286,11 @@ def _train(
     warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = acc.prepare(model, optimizer)
+    distributed = acc.num_processes > 1
+    if distributed:  # each process takes its slice of every global batch (same order everywhere)
+        loader = acc.prepare(loader)
+    main = acc.is_main_process
+    eval_model = acc.unwrap_model(model)  # every process evaluates the full splits: no gather needed
     watched = _fingerprints(method)
 
     def to_device(batch):
@@ -251,7 +300,8 @@ def _train(
     ckpt_path = attempt / "checkpoint.pt"
     if ckpt_path.is_file():
         s = _load_checkpoint(ckpt_path, model, optimizer, scheduler, method, order, watched)
-        print(f"resuming {record['run_id']} from {ckpt_path} (epoch {s['epoch']}, step {s['step']})")
+        if main:
+            print(f"resuming {record['run_id']} from {ckpt_path} (epoch {s['epoch']}, step {s['step']})")
         record["resumed_from_step"] = s["step"]
     check_every = t.check_every or (1 if device.type == "cpu" else 50)
     eval_epochs = set(t.eval_epochs or range(1, epochs + 1)) | {epochs}
@@ -259,7 +309,8 @@ def _train(
     sign = 1 if task.higher_is_better else -1
 
     def checkpoint(acc_state):
-        if t.checkpoint:
+        # several processes: only at epoch ends (each process's partial-epoch sums stay its own)
+        if t.checkpoint and main and not (distributed and acc_state is not None):
             _save_checkpoint(ckpt_path, s, acc_state, model, optimizer, scheduler, method, order, watched)
 
     for epoch in range(s["epoch"], epochs + 1):
@@ -336,6 +387,13 @@ def _train(
         bar.close()
         _check_finite(pending, s, t)
         s["train_time"] += time.perf_counter() - tic
+        if distributed:  # sums over processes; predictions gathered (metrics do not depend on order)
+            for key in ("loss", "reg"):
+                acc_state[key] = acc.reduce(acc_state[key], "sum")
+            acc_state["n"] = int(acc.reduce(torch.tensor(acc_state["n"], device=acc.device), "sum"))
+            if acc_state["preds"]:
+                acc_state["preds"] = [acc.gather(torch.cat(acc_state["preds"]))]
+                acc_state["labels"] = [acc.gather(torch.cat(acc_state["labels"]))]
         s["seen"] += acc_state["n"]
         n = max(acc_state["n"], 1)
         entry = {
@@ -354,7 +412,7 @@ def _train(
                 ctx = EvalContext(
                     to_device, acc.autocast, attempt / "outputs" / f"epoch_{epoch}" / split, epoch, split
                 )
-                entry["eval"][split] = task.evaluate(model, loader_, ctx)
+                entry["eval"][split] = task.evaluate(eval_model, loader_, ctx)
             score = entry["eval"][first_eval][task.main_metric]
             if task.main_metric in entry.get("train", {}):  # train − eval (RM-LoRA's generalization error)
                 train_score = entry["train"][task.main_metric]
@@ -370,7 +428,8 @@ def _train(
         s.setdefault("epoch_s", []).append(time.perf_counter() - epoch_tic)
         s["history"].append(entry)
         logger.epoch(epoch, s["step"], entry)
-        print(f"epoch {epoch}/{epochs} step {s['step']}: train loss {entry['train_loss']:.4f} | {shown}")
+        if main:
+            print(f"epoch {epoch}/{epochs} step {s['step']}: train loss {entry['train_loss']:.4f} | {shown}")
         s.update(epoch=epoch + 1, batch=0)
         if epoch < epochs:
             checkpoint(None)
@@ -405,18 +464,21 @@ def _train(
         **_peak_memory(device),
     }
     weights = attempt / "weights.safetensors"
-    state = method.trained_state_dict()
-    atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"run_id": record["run_id"]}))
     record["weights"] = str(weights)
-    if method.exporter:
-        method.exporter(attempt)
+    if main:
+        state = method.trained_state_dict()
+        atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"run_id": record["run_id"]}))
+        if method.exporter:
+            method.exporter(attempt)
+    acc.wait_for_everyone()
     if unchanged is not None:
         raise RunStopped(
             "frozen",
             f"no method parameter changed in {s['step']} steps ({unchanged}); "
             f"check train.lr (now {t.lr}) and method.reg_weight, and that the loss reaches the adapter",
         )
-    ckpt_path.unlink(missing_ok=True)  # success: the checkpoint is no longer needed
+    if main:
+        ckpt_path.unlink(missing_ok=True)  # success: the checkpoint is no longer needed
 
 
 def _check_finite(pending: list[torch.Tensor], s: dict, t: TrainConfig) -> None:
