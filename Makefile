@@ -36,7 +36,7 @@ smoke: setup  ## tiny DeBERTa on real CoLA TSVs, every method
 LAUNCHER ?= local
 EXPERIMENTS := $(filter-out %_smoke,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
 # every smoke variant (all their methods and tasks exist now)
-SMOKE_READY ?= rm_table1_glue rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart minilm_glue
+SMOKE_READY ?= rm_table1_glue rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart minilm_glue loda_a1_energy
 
 exp-%: setup  ## exp-<experiment>: the full sweep (resumable; LAUNCHER=local|submitit_local|slurm)
 	$(BIN)/python run.py experiment=$* launcher=$(LAUNCHER)
@@ -55,12 +55,23 @@ plan-%: setup  ## plan-<experiment>: list its runs, which are done, estimated GP
 	$(BIN)/python run.py experiment=$* plan=true
 
 smoke-ready: $(addprefix smoke-,$(SMOKE_READY))  ## every smoke variant runnable on this branch
+	@echo "smoke-ready: $(SMOKE_READY)"
+
+# LoDA A.1 trains nothing: energy curves of the first block's W_proj (scripts/energy_curves.py)
+smoke-loda_a1_energy: setup  ## A.1 on the tiny random GPT-2, then its figure
+	$(BIN)/python scripts/energy_curves.py --model tiny_gpt2 --out results/energy/tiny_gpt2_block0.json
+	$(BIN)/python scripts/make_figures.py
+
+exp-loda_a1_energy: setup  ## A.1 on real GPT-2 medium weights: make exp-loda_a1_energy CHECKPOINT=/path/to/gpt2-medium
+	$(BIN)/python scripts/energy_curves.py --checkpoint $(CHECKPOINT) --out results/energy/gpt2_medium_block0.json
+	$(BIN)/python scripts/make_figures.py
 
 ci-experiments: setup  ## CI: the ready smoke sweeps, then make tables / figures from their records
 	$(MAKE) smoke-ready
 	$(BIN)/python scripts/make_figures.py --curves tiny_deberta:glue/cola
 	test -s results/tables/rm_table1_glue_smoke.md && test -s results/tables/minilm_glue.csv
 	test -s results/figures/curves_tiny_deberta_glue_cola.png && test -s results/figures/rm_fig1_cifar100_smoke.png
+	test -s results/figures/a1_energy_tiny_gpt2_block0.png
 
 ci-slurm: setup  ## CI: one-node SLURM up, 3-seed sweep via hydra-submitit-launcher, records checked, down (root)
 	PYTHON=$(BIN)/python scripts/ci_slurm.sh

@@ -16,6 +16,11 @@ def _valid(keys) -> str:
 
 
 def check_run_config(resolved: dict, t: TrainConfig, method_mod, method_cfg) -> None:
+    if "energy" in resolved:  # conf/experiment/loda_a1_energy*.yaml: settings of a script, no training
+        raise ConfigError(
+            "this experiment trains nothing: run `make smoke-loda_a1_energy` or "
+            "`make exp-loda_a1_energy CHECKPOINT=/path/to/gpt2-medium` (scripts/energy_curves.py)"
+        )
     unknown = sorted(set(resolved) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid: {_valid(TOP_KEYS)}")

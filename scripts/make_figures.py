@@ -173,7 +173,9 @@ def plot_energy(data: dict, title: str, path: Path) -> None:
 
     from runners.record import atomic_write
 
-    svd, sp = data.get("svd") or {}, data.get("sparsity") or {}
+    svd, sp = dict(data.get("svd") or {}), dict(data.get("sparsity") or data.get("magnitude") or {})
+    if "R" not in svd and "rank" in svd:  # scripts/energy_curves.py names them rank / magnitude
+        svd["R"] = svd["rank"]
     if not (svd.get("R") and svd.get("energy") and sp.get("fraction") and sp.get("energy")):
         raise ValueError(
             "energy JSON needs svd.R, svd.energy, sparsity.fraction, sparsity.energy (non-empty lists)"

@@ -91,3 +91,16 @@ def test_energy_json_shape_is_checked(tmp_path):
     with pytest.raises(ValueError, match="as long as"):
         mf.plot_energy({"svd": {"R": [1, 2], "energy": [0.5]}, "sparsity": {"fraction": [1], "energy": [1]}},
                        "x", tmp_path / "e.png")  # fmt: skip
+
+
+def test_energy_curves_output_is_what_the_figure_reads(tmp_path):
+    """scripts/energy_curves.py's own JSON (svd.rank, magnitude.fraction) draws the A.1 panels."""
+    import torch
+
+    from scripts.energy_curves import curves
+
+    data = curves(torch.randn(8, 24, generator=torch.Generator().manual_seed(0)))
+    path = tmp_path / "a1.png"
+    mf.plot_energy(data, "A.1 test", path)
+    assert path.stat().st_size > 1000
+    assert data["svd"]["energy"][-1] == pytest.approx(1.0)
