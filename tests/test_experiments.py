@@ -1,21 +1,15 @@
 """Every `conf/experiment/*.yaml` composes, for every task × arm of its sweep, into a config the runner
 accepts — and each run lands in a row of the paper table it is for (scripts/paper_numbers.py).
-
-Methods, tasks and models that other branches add are PENDING: combinations that need them are not
-composable today. They are tested as strict xfails, so the day a name lands the xfail turns into a
-failure that says "remove it from PENDING" — nothing passes silently.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from adapters import METHODS
@@ -26,12 +20,6 @@ from scripts.make_tables import get
 from scripts.paper_numbers import TABLES
 from tasks import TASKS
 
-# name -> the branch that adds it (the lead deletes an entry after merging that branch)
-PENDING = {
-    "method": {},  # baselines, loda: merged
-    "task": {},  # nlgqa, vision: merged
-    "model": {},
-}
 # experiment -> table(s) its records fill (experiments without a paper table: none)
 TABLE_OF = {
     "rm_table1_glue": ["rm_table1_glue"],
@@ -77,19 +65,6 @@ def _sweep(name: str) -> dict[str, list[str]]:
     return params
 
 
-def _pending(exp: str, combo: dict) -> list[str]:
-    """The not-yet-merged names a combination needs."""
-    names = []
-    model = _override("experiment", exp, "model")
-    task = combo.get("task") or _override("experiment", exp, "task")
-    arm = combo.get("arm")
-    method = _override("arm", arm, "method") if arm else None
-    for kind, value in (("model", model), ("task", task), ("method", method)):
-        if value in PENDING[kind]:
-            names.append(f"{kind} {value} (branch {PENDING[kind][value]})")
-    return names
-
-
 def _combos(exp: str) -> list[dict]:
     sweep = {k: v for k, v in _sweep(exp).items() if k != "seed"}  # seeds change no structure
     keys = sorted(sweep)
@@ -112,28 +87,11 @@ EXPERIMENTS = [e for e in options("experiment") if e not in NO_SWEEP]
 
 
 def _cases():
-    cases = []
-    for exp in EXPERIMENTS:
-        combos = _combos(exp)
-        ready = _cover([c for c in combos if not _pending(exp, c)])
-        if ready:
-            cases.append(pytest.param(exp, ready, id=f"{exp}-ready{len(ready)}of{len(combos)}"))
-        blocked: dict[str, dict] = {}
-        for c in combos:
-            need = _pending(exp, c)
-            if need:
-                blocked.setdefault(" + ".join(need), c)
-        for need, c in blocked.items():
-            # raises=: only "no such config" counts as the expected failure; any other error is a real one
-            mark = pytest.mark.xfail(
-                strict=True,
-                raises=MissingConfigException,
-                reason=f"needs {need}; remove from PENDING once merged",
-            )
-            cases.append(
-                pytest.param(exp, [c], id=f"{exp}-pending-{re.sub(r'[^a-z0-9_]+', '_', need)}", marks=mark)
-            )
-    return cases
+    return [
+        pytest.param(exp, _cover(combos), id=f"{exp}-{len(combos)}combos")
+        for exp in EXPERIMENTS
+        if (combos := _combos(exp))
+    ]
 
 
 def _check(cfg, exp: str) -> None:
