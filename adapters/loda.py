@@ -58,8 +58,6 @@ from torch import nn
 from adapters import lora
 from adapters.base import ConfigError, Method, freeze_all_but, match_modules
 from adapters.lowrank import in_out_features, make_factors
-from adapters.masking import DirectionMask
-from adapters.orthogonal import OrthogonalityRegularizer
 from adapters.placement import FusedLowRank, parse_targets, place
 
 F1_TOKENS = ("linear", "act", "norm")
@@ -256,14 +254,7 @@ def apply(
         "method_* exclude it; inference = A, B and f1 kept (LoDA does not fold into W)",
         extra_counts=(lambda: {"base_approx": _summary(cfg, stats)}) if stats else None,
     )
-    if cfg.reg_weight > 0:
-        method.loss_terms.append(
-            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
-        )
-    if cfg.directions is not None:
-        method.hooks.append(
-            DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
-        )
+    lora.add_reg_and_mask(method, cfg, generator)  # on A's rows and B's columns, never on f1
     saved = {"targets": list(targets), "heads": list(heads), "base_approx": stats}
     method.exporter = lambda folder: export(method, cfg, saved, Path(folder) / "loda")
     return method

@@ -65,11 +65,32 @@ class Config:
     @property
     def directions(self) -> int | None:
         """r̂, or None when masking is off."""
-        if self.mask_directions is not None:
-            return self.mask_directions
-        if self.mask_fraction is not None:
-            return max(1, round(self.mask_fraction * self.rank))
-        return None
+        return mask_directions(self)
+
+
+def mask_directions(cfg) -> int | None:
+    """r̂ of any config with rank / mask_directions / mask_fraction (LoRA, LoDA, SoRA); None: no mask."""
+    if cfg.mask_directions is not None:
+        return cfg.mask_directions
+    if cfg.mask_fraction is not None:
+        return max(1, round(cfg.mask_fraction * cfg.rank))
+    return None
+
+
+def add_reg_and_mask(method: Method, cfg, generator: torch.Generator, mask_first: bool = False) -> None:
+    """R-LoRA's regularizer and GM-LoRA's mask on `method.lowrank`, as `cfg` asks (any (A, B) method).
+
+    `mask_first`: the mask acts before the method's own hooks (SoRA: before the gate step).
+    """
+    modules = method.lowrank
+    if cfg.reg_weight > 0:
+        method.loss_terms.append(
+            OrthogonalityRegularizer(list(modules.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
+        )
+    r_hat = mask_directions(cfg)
+    if r_hat is not None:
+        mask = DirectionMask(modules, r_hat, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
+        method.hooks.insert(0 if mask_first else len(method.hooks), mask)
 
 
 def validate(cfg: Config, model_cfg: dict) -> None:
@@ -104,14 +125,7 @@ def apply(
         params_convention="trainable/inference include the task head (model.head_modules); "
         "method_* exclude it; inference = factors A, B kept unmerged",
     )
-    if cfg.reg_weight > 0:
-        method.loss_terms.append(
-            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
-        )
-    if cfg.directions is not None:
-        method.hooks.append(
-            DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
-        )
+    add_reg_and_mask(method, cfg, generator)
     from adapters import export  # late: export imports peft
 
     method.exporter = lambda folder: export.peft_lora(method, folder, cfg.dropout)

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapters.base import ConfigError, Method, StepHook, freeze_all_but, match_modules
+from adapters.lora import add_reg_and_mask, mask_directions
 from adapters.lowrank import LowRankLinear, in_out_features, inject
-from adapters.masking import MODES, DirectionMask
-from adapters.orthogonal import FORMS, OrthogonalityRegularizer
+from adapters.masking import MODES
+from adapters.orthogonal import FORMS
 
 XI_SCHEDULES = ("fixed", "linear")
 
@@ -92,11 +93,7 @@ class Config:
 
     @property
     def directions(self) -> int | None:
-        if self.mask_directions is not None:
-            return self.mask_directions
-        if self.mask_fraction is not None:
-            return max(1, round(self.mask_fraction * self.rank))
-        return None
+        return mask_directions(self)
 
 
 class SoraLinear(nn.Module):
@@ -260,14 +257,7 @@ def apply(
     )
     if cfg.l1_weight > 0:
         method.loss_terms.append(GateL1(gates, cfg.l1_weight))
-    if cfg.reg_weight > 0:
-        method.loss_terms.append(
-            OrthogonalityRegularizer(list(lowrank.values()), cfg.reg_weight, cfg.reg_form, cfg.fast)
-        )
-    if cfg.directions is not None:
-        method.hooks.insert(
-            0, DirectionMask(lowrank, cfg.directions, generator, cfg.mask_shared, cfg.mask_mode, cfg.fast)
-        )
+    add_reg_and_mask(method, cfg, generator, mask_first=True)  # the mask acts before the gate step
     from adapters import export  # late: export imports peft
 
     method.exporter = lambda folder: export.peft_lora(method, folder)
