@@ -22,7 +22,7 @@ from adapters.base import ConfigError, Method, freeze_all_but, match_modules
 from adapters.lowrank import LowRankLinear
 from adapters.masking import MODES, DirectionMask
 from adapters.orthogonal import FORMS, OrthogonalityRegularizer
-from adapters.placement import LowRankBranch, place
+from adapters.placement import FusedLowRank, LowRankBranch, place
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Config:
     mask_fraction: float | None = None  # r̂ = max(1, round(fraction·R)); both null: no masking
     mask_shared: bool = True  # B's kept columns = A's kept rows (v1) | independent (v2)
     mask_mode: str = "grad"  # grad | strict (masked rows/cols provably unchanged)
-    fast: bool = True  # batched regularizer + device-side mask (false: the per-module reference loops)
+    fast: bool = True  # batched regularizer, device-side mask, fused q/v matmul (false: the reference loops)
 
     def __post_init__(self):
         if self.rank < 1:
@@ -116,6 +116,9 @@ def apply(
         )
 
     lowrank = place(model, targets, make_whole, make_branch)
+    for m in model.modules():
+        if isinstance(m, FusedLowRank):
+            m.fuse = cfg.fast  # one rank-Σr matmul pair per fused module, or the per-branch loop
     method = Method(
         name=cfg.name,
         model=model,

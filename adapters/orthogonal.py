@@ -12,7 +12,9 @@ their Grams computed by one batched product per group (`torch.bmm`), so a DeBERT
 adapted linears takes two batched products instead of 144 small matmuls (and as many subtractions,
 norms and sums). `orthogonality_penalty_loop` is the plain per-module loop, kept as the reference
 (`method.fast=false`); the two agree to float tolerance (summation order differs), values and
-gradients (tests/test_fastpath.py).
+gradients (tests/test_fastpath.py). The loss term runs in float32 with autocast off: under the
+runner's bf16 autocast the Gram products would otherwise be computed in bf16 (a gap G − I of
+‖·‖ ≈ 1e-2 then carries bf16's 8-bit mantissa error).
 """
 
 from __future__ import annotations
@@ -94,4 +96,7 @@ class OrthogonalityRegularizer:
         self.modules, self.weight, self.form, self.fast = modules, weight, form, fast
 
     def __call__(self) -> torch.Tensor:
-        return self.weight * orthogonality_penalty(self.modules, self.form, self.fast)
+        # in float32 also under the runner's bf16 autocast (which would run the Gram products in bf16)
+        device = self.modules[0].lora_A.device.type if self.modules else "cpu"
+        with torch.autocast(device, enabled=False):
+            return self.weight * orthogonality_penalty(self.modules, self.form, self.fast)

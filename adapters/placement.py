@@ -21,6 +21,11 @@ q/v pair *is* exactly one PEFT LoRA of rank 2r on the fused module (`FusedLowRan
 
     A = [A_q; A_v] (2r×d_in),   B = [[B_q, 0], [0, 0], [0, B_v]] (3d×2r),
     B A = [B_q A_q; 0; B_v A_v]  ⇒  ΔW_fused = s·B A with the same s (PEFT: lora_alpha = s·2r).
+
+The forward uses that form when every branch is a plain LoRA branch (`FusedLowRank._fused_delta`:
+two matmuls per fused module, no split and no concatenation of the d_out-wide output; measured on
+GPT-2 medium in docs/PERFORMANCE.md); `fuse = False` (set from `method.fast=false`) keeps the
+per-branch loop, which non-linear branches (LoDA) always take.
 """
 
 from __future__ import annotations
@@ -142,6 +147,7 @@ class FusedLowRank(nn.Module):
         for p in base.parameters():
             p.requires_grad_(False)
         self.adapted = tuple(b for b in blocks if b in branches)
+        self.fuse = True  # False: the per-branch split / add / cat loop (the reference; method.fast=false)
         for name in self.adapted:
             self.add_module(name, branches[name])
 
@@ -149,11 +155,41 @@ class FusedLowRank(nn.Module):
         return self.get_submodule(block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fuse and self._fusable():
+            return self.base(x) + self._fused_delta(x)
         parts = list(self.base(x).split(self.block_size, dim=-1))  # (..., d_b) each
         for i, block in enumerate(self.blocks):
             if block in self.adapted:
                 parts[i] = parts[i] + self.branch(block)(x)
         return torch.cat(parts, dim=-1)
+
+    def _fusable(self) -> bool:
+        """Every branch a plain `LowRankBranch` with one scaling and one dropout rate (the LoRA family)."""
+        branches = [self.branch(b) for b in self.adapted]
+        if not all(type(br) is LowRankBranch for br in branches):
+            return False
+        return len({(br.scaling, _rate(br.dropout)) for br in branches}) == 1
+
+    def _fused_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """s · B_fused (A_cat x): two matmuls for all blocks, as one rank-Σr LoRA (`peft_equivalent`).
+
+        A_cat = [A_q; A_v] (Σr × d_in); B_fused (d_out × Σr) holds each B_b in its block's rows and
+        its own columns, zeros elsewhere, rebuilt from the live factors each call (autograd sees the
+        factors; the zeros cost one small copy). One dropout draw on x is shared by the branches,
+        as loralib's MergedLinear does (the LoRA reference code for GPT-2's c_attn).
+        """
+        branches = [self.branch(b) for b in self.adapted]
+        first = branches[0]
+        a = torch.cat([br.lora_A for br in branches]) if len(branches) > 1 else first.lora_A
+        total, col, rows = a.shape[0], 0, []
+        for block in self.blocks:
+            if block in self.adapted:
+                b = self.branch(block).lora_B
+                rows.append(F.pad(b, (col, total - col - b.shape[1])))
+                col += b.shape[1]
+            else:
+                rows.append(a.new_zeros(self.block_size, total))
+        return first.scaling * F.linear(F.linear(first.dropout(x), a), torch.cat(rows))
 
     def _require_linear(self, what: str) -> None:
         nonlinear = [b for b in self.adapted if not getattr(self.branch(b), "linear", False)]
@@ -213,6 +249,10 @@ class FusedLowRank(nn.Module):
         else:
             self.base.weight += delta
         return self.base
+
+
+def _rate(dropout: nn.Module) -> float:
+    return dropout.p if isinstance(dropout, nn.Dropout) else 0.0
 
 
 BranchFactory = Callable[[str, int, int, torch.Tensor], nn.Module]

@@ -82,6 +82,14 @@ def check_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas!r}")
     if t.bf16 not in ("auto", True, False):
         raise ConfigError(f"train.bf16 must be auto, true or false, got {t.bf16!r}")
+    for key in ("compile", "fused_optimizer"):
+        if getattr(t, key) not in ("auto", True, False):
+            raise ConfigError(f"train.{key} must be auto, true or false, got {getattr(t, key)!r}")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if t.compile_mode not in modes:
+        raise ConfigError(f"train.compile_mode must be one of {', '.join(modes)}, got {t.compile_mode!r}")
+    if t.pad_to_multiple_of not in ("auto", None):
+        _int(t.pad_to_multiple_of, "pad_to_multiple_of")
     if t.eval_epochs is not None:
         if not t.eval_epochs or not all(isinstance(e, int) and e >= 1 for e in t.eval_epochs):
             raise ConfigError(

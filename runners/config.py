@@ -19,7 +19,17 @@ GROUPS = ("model", "task", "method", "launcher", "experiment", "arm", "logger")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "eval_batch_size", "eval_epochs")  # task keys read by `train:`
 # where results go, whether to redo, how to log: not what is trained (so not in run_id / group_id)
 NOT_HASHED = ("paths", "force", "hydra", "logger", "plan")
-NOT_HASHED_TRAIN = ("num_workers", "checkpoint", "checkpoint_every", "check_every")
+# how fast, not what: the same training to float tolerance (runners/fastpath.py)
+NOT_HASHED_TRAIN = (
+    "num_workers",
+    "checkpoint",
+    "checkpoint_every",
+    "check_every",
+    "compile",
+    "compile_mode",
+    "pad_to_multiple_of",
+    "fused_optimizer",
+)
 NOT_HASHED_METHOD = ("fast",)  # batched vs per-module loops: the same training to float tolerance
 TOP_KEYS = ("seed", "device", "train", "diagnostics", "model", "task", "method", *NOT_HASHED)
 # every key a `model:` section may have (builders read them; anything else is a typo)
@@ -67,6 +77,10 @@ class TrainConfig:
     checkpoint: bool = True  # resumable checkpoint every epoch (and every checkpoint_every steps)
     checkpoint_every: int | None = None
     check_every: int | None = None  # steps between divergence checks (a host sync); null: 1 CPU, 50 CUDA
+    compile: bool | str = "auto"  # torch.compile the training forward (runners/fastpath.py); auto: CUDA
+    compile_mode: str = "default"
+    pad_to_multiple_of: int | str | None = "auto"  # auto: 16 when compiling, else exact dynamic padding
+    fused_optimizer: bool | str = "auto"  # fused AdamW kernel; auto: CUDA
 
 
 def _pkg_dir(package: str, sub: str = "") -> str:

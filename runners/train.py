@@ -34,6 +34,7 @@ from adapters import METHODS
 from adapters.base import ConfigError, Plan
 from adapters.lowrank import lowrank_diagnostics
 from models import BUILDERS
+from runners import fastpath
 from runners.checks import check_run_config
 from runners.config import TRAIN_KEYS, TrainConfig, heads_for, lookup, run_ids, typed
 from runners.logging import build as build_logger
@@ -66,12 +67,16 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _optimizer(params: list[tuple[str, torch.nn.Parameter]], t: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(
+    params: list[tuple[str, torch.nn.Parameter]], t: TrainConfig, fused: bool = False
+) -> torch.optim.Optimizer:
     # no weight decay on biases and norm scales (1-D tensors), as HF Trainer does
     decay = [p for _, p in params if p.ndim > 1]
     rest = [p for _, p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=fused or None
+    )
 
 
 class _Signals:
@@ -253,7 +258,11 @@ def _train(
         "convention": "train.batch_size is the global batch (split across processes); train.lr is used "
         "as given, not scaled with the number of processes",
     }
+    fast = fastpath.resolve(t, device)
+    record["env"]["fast_path"] = fast.describe()
     collate = data.collate or default_collate
+    if fast.pad_to_multiple_of and data.pad_values:
+        collate = fastpath.bucketed(collate, data.pad_values, fast.pad_to_multiple_of)
     order = torch.Generator().manual_seed(cfg.seed)  # the data order's own stream
     loader = DataLoader(
         data.train,
@@ -281,7 +290,7 @@ def _train(
         )
     )
     params = method.optimizer_parameters()
-    optimizer = _optimizer(params, t)
+    optimizer = _optimizer(params, t, fast.fused_optimizer)
     clipped = [p for _, p in params]
     warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -291,6 +300,12 @@ def _train(
         loader = acc.prepare(loader)
     main = acc.is_main_process
     eval_model = acc.unwrap_model(model)  # every process evaluates the full splits: no gather needed
+    train_model, extra_loss = model, method.extra_loss
+    if fast.compile_mode is not None:  # eval_model stays eager; the first step too (fastpath docstring)
+        record["env"]["fast_path"]["inductor_cache"] = fastpath.use_cache_dir(cfg.paths.results_dir)
+        compiled_model = torch.compile(model, mode=fast.compile_mode)
+        compiled_loss = torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else None
+    cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
 
     def to_device(batch):
@@ -336,19 +351,24 @@ def _train(
         for i, batch in enumerate(batches, start=s["batch"]):
             bar.update()
             batch = to_device(batch)
+            if fast.compile_mode is not None and s["step"] >= 1 and train_model is model:
+                train_model, extra_loss = compiled_model, compiled_loss or method.extra_loss
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with acc.autocast():
-                loss, p, y = task.forward(model, batch)
-                reg = method.extra_loss()
+                loss, p, y = task.forward(train_model, batch)
+                reg = extra_loss()
                 total = loss if reg is None else loss + reg
             acc.backward(total / t.grad_accum)
+            # copies (CUDA graphs reuse their output buffers on the next step)
             acc_state["loss"] += loss.detach().float() * len(y)
             if reg is not None:
                 acc_state["reg"] += reg.detach().float() * len(y)
             acc_state["n"] += len(y)
             if p is not None:
-                acc_state["preds"].append(p.detach().float())
-                acc_state["labels"].append(y.detach())
-            pending.append(total.detach().float())
+                acc_state["preds"].append(p.detach().to(torch.float32, copy=True))
+                acc_state["labels"].append(y.detach().clone())
+            pending.append(total.detach().to(torch.float32, copy=True))
             if (i + 1) % t.grad_accum and i + 1 != len(loader):
                 continue
             if t.max_grad_norm:

@@ -2,7 +2,13 @@
 
     python scripts/bench.py --workload tiny                  # CPU, seconds (CI-sized)
     python scripts/bench.py --workload deberta --workload gpt2 --out results/bench/h100.json   # GPU
-    python scripts/bench.py --workload deberta --compile     # torch.compile on the forward
+    python scripts/bench.py --workload deberta --rows peft_lora,lora,lora@compiled,rm_lora@compiled
+
+A row is `name` or `name@variant`: `@fused` = eager with fused AdamW; `@compiled` = what the runner's
+fast path does on CUDA (train.compile=auto): torch.compile of the model (`--compile-mode`, default
+"default") and of the method's loss terms, fused AdamW, clipping and hooks eager. `--compile` alone
+compiles every row (the old switch). `--profile DIR` writes a torch.profiler table (top kernels by
+device time, 3 steps) per row into DIR.
 
 Workloads (random-init real shapes, built from transformers config classes: no download):
   deberta  DeBERTa-v3-base, batch 32 × 128, R = 8 on all six linear types (conf/model/deberta_v3_base)
@@ -184,10 +190,18 @@ def peft_lora(model, workload, model_cfg, heads):
 
 
 def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
+    name, _, variant = row.partition("@")
     model = build_model(workload["arch"], workload["size"], device)
-    model, params, method = method_for(row, workload, model, device)
-    forward = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    model, params, method = method_for(name, workload, model, device)
+    compiled = variant == "compiled" or args.compile
+    mode = args.compile_mode if variant == "compiled" else "default"
+    forward = torch.compile(model, mode=mode) if compiled else model
+    extra_loss = method.extra_loss if method is not None else None
+    if compiled and method is not None and method.loss_terms:
+        extra_loss = torch.compile(method.extra_loss, mode=mode)
+    fused = variant in ("fused", "compiled") and device.type == "cuda"
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
+    cudagraphs = compiled and "reduce-overhead" in mode
     g = torch.Generator().manual_seed(1)
     vocab = model_config(workload["arch"], workload["size"]).vocab_size
     batch = {
@@ -199,9 +213,11 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
 
     def step(i: int) -> torch.Tensor:
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast():
             loss = forward(**batch).loss
-            reg = method.extra_loss() if method is not None else None
+            reg = extra_loss() if extra_loss is not None else None
             total = loss if reg is None else loss + reg.to(loss.dtype)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -211,7 +227,7 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
         if method is not None:
             method.after_step(optimizer, i)
         model.zero_grad(set_to_none=True)
-        return total.detach()
+        return total.detach().clone()  # CUDA graphs overwrite their outputs on the next replay
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
@@ -228,6 +244,8 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     seconds = (time.perf_counter() - start) / args.steps
     cpu_seconds = (time.process_time() - cpu_start) / args.steps
     loss = float(last)  # one host read, after timing
+    if args.profile is not None:
+        profile_row(row, workload, step, args, sync)
     out = {
         "row": row,
         "ms_per_step": 1000 * seconds,
@@ -238,10 +256,29 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
         "warmup_s": warmup_s,
         "trainable": sum(p.numel() for p in params),
         "final_loss": loss,
+        "compiled": mode if compiled else None,
+        "fused_adamw": fused,
     }
-    if args.parts and method is not None and row in PARTS:
+    if args.parts and method is not None and row in PARTS:  # eager rows only
         out["parts"] = time_parts(method, optimizer, step, args, sync)
     return out  # the model and optimizer go with this frame (the caller collects)
+
+
+def profile_row(row: str, workload: dict, step, args, sync) -> None:
+    """torch.profiler over 3 steps: the top ops by device (CPU: host) time, as a text table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available() and args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for i in range(3):
+            step(10_000 + i)
+        sync()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    args.profile.mkdir(parents=True, exist_ok=True)
+    text = prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
+    out = args.profile / f"{workload['model']}_{row.replace('@', '_')}.txt"
+    out.write_text(f"{row} on {workload['model']}: 3 steps\n{text}\n")
 
 
 # GLUE train sizes (official splits; MNLI/QQP/QNLI train are not in ../shared/data, sizes from GLUE)
@@ -296,6 +333,8 @@ def table1_estimate(
         "gpu_hours": hours,
     }
 
+
+VARIANTS = ("", "fused", "compiled")
 
 PARTS = (
     "r_lora",
@@ -384,14 +423,22 @@ def main(argv=None) -> int:
     p.add_argument(
         "--no-parts", dest="parts", action="store_false", help="skip the regularizer / mask micro-timings"
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model's forward in every row")
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+        help="torch.compile mode of @compiled rows (reduce-overhead: CUDA graphs)",
+    )
+    p.add_argument("--rows-log", type=Path, default=None, help="append each row's result to this JSONL file")
+    p.add_argument("--profile", type=Path, default=None, help="write a profiler table per row into this dir")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench/<date>.json)")
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROWS]
+    bad = [r for r in rows if r.partition("@")[0] not in ROWS or r.partition("@")[2] not in VARIANTS]
     if bad:
-        p.error(f"unknown rows {bad}; valid: {', '.join(ROWS)}")
+        p.error(f"unknown rows {bad}; valid: {', '.join(ROWS)}, each optionally @{' / @'.join(VARIANTS[1:])}")
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     args.steps = args.steps or (20 if gpu else 10)
@@ -415,11 +462,14 @@ def main(argv=None) -> int:
     }
     for name in names:
         w = WORKLOADS[name]
-        todo = [r for r in rows if r != "loda" or w["arch"] == "gpt2"]  # LoDA: the GPT-2 placement
+        todo = [r for r in rows if not r.startswith("loda") or w["arch"] == "gpt2"]  # LoDA: GPT-2 placement
         runs: dict[str, list[dict]] = {r: [] for r in todo}
         for _ in range(args.repeats):  # interleaved rounds: drift on a shared machine hits every row
             for row in todo:
                 runs[row].append(run_row(row, w, args, device))
+                if args.rows_log is not None:  # each row as it finishes: survives a killed run
+                    with args.rows_log.open("a") as f:
+                        f.write(json.dumps({"workload": name, **runs[row][-1]}) + "\n")
                 gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -39,6 +39,9 @@ class TaskData:
     evals: dict[str, list]  # split name -> examples; the first selects the best epoch
     collate: Callable | None = None
     eval_collate: Callable | None = None  # None: `collate`
+    # keys of `collate`'s (batch, length) tensors and their pad values: the runner may right-pad
+    # them further to a multiple of train.pad_to_multiple_of (fewer shapes for compiled code)
+    pad_values: dict[str, int] | None = None
 
 
 @dataclass

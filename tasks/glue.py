@@ -235,7 +235,8 @@ class Glue(Task):
             return [{**{k: v[i] for k, v in enc.items()}, "labels": r["label"]} for i, r in enumerate(rows)]
 
         evals = {split: encode(rows) for split, rows in self.raw.items() if split != "train"}
-        return TaskData(encode(self.raw["train"]), evals, DataCollatorWithPadding(tokenizer))
+        pads = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+        return TaskData(encode(self.raw["train"]), evals, DataCollatorWithPadding(tokenizer), pad_values=pads)
 
     def forward(self, model, batch):
         out = model(**batch)

@@ -207,7 +207,7 @@ class NLGTask(Task):
             evals[split] = items
         pads = {"input_ids": eos, "attention_mask": 0, "labels": -100}
         self._lm_collate = pad_collate(pads)
-        return TaskData(train, evals, self._lm_collate, self.eval_collate)
+        return TaskData(train, evals, self._lm_collate, self.eval_collate, pads)
 
     def encode_pair(self, context: str, completion: str) -> dict:
         ctx = self.tokenizer.encode(context, add_special_tokens=False) + [self.eos]

@@ -265,7 +265,7 @@ class Squad(Task):
             if split != "train"
         }
         pads = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
-        return TaskData(train, evals, pad_collate(pads), pad_collate(pads, passthrough=("meta",)))
+        return TaskData(train, evals, pad_collate(pads), pad_collate(pads, passthrough=("meta",)), pads)
 
     def forward(self, model, batch):
         out = model(**{k: v for k, v in batch.items() if k != "meta"})

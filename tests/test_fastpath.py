@@ -103,6 +103,23 @@ def test_batched_regularizer_equals_the_loop_values_and_gradients(form):
         assert a.abs().sum() > 0
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_regularizer_is_float32_under_bf16_autocast(fast):
+    """The runner calls loss terms inside bf16 autocast; the Gram products must stay float32."""
+    _, method = build("r_lora", rank=4, fast=fast)
+    with torch.no_grad():
+        for m in method.lowrank.values():
+            m.lora_B.normal_(std=0.3)
+    exact = method.extra_loss()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = method.extra_loss()
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, exact, rtol=1e-6, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what autocast alone would have computed
+        bf16 = method.loss_terms[0].weight * orthogonality_penalty(list(method.lowrank.values()), fast=fast)
+    assert abs(float(bf16.detach()) - float(exact.detach())) > 1e-6 * float(exact.detach())
+
+
 def test_regularizer_switch_reaches_the_loss_term():
     for fast in (True, False):
         _, method = build("r_lora", rank=4, fast=fast)

@@ -136,6 +136,44 @@ def test_fused_forward_adds_each_branch_to_its_block_only():
     torch.testing.assert_close(dw, torch.cat([q.delta_weight(), torch.zeros(32, 32), v.delta_weight()]))
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_fused_matmul_equals_the_branch_loop_values_and_gradients(dropout):
+    """`fuse` (method.fast) computes [Δ_q; 0; Δ_v] as one rank-2r product: the same output and grads."""
+    model = tiny_gpt2()
+    apply(model, "lora", over=("method.rank=4", "method.alpha=8", f"method.dropout={dropout}"))
+    fused = model.transformer.h[0].attn.c_attn
+    with torch.no_grad():
+        for b in "qv":
+            fused.branch(b).lora_B.normal_()
+    x = torch.randn(2, 5, 32)
+    if dropout:  # one draw shared by q and v (loralib's MergedLinear): compare in eval mode
+        fused.eval()
+    runs = {}
+    for fuse in (True, False):
+        fused.fuse = fuse
+        out = fused(x)
+        grads = torch.autograd.grad(out.pow(2).sum(), [fused.branch(b).lora_A for b in "qv"]
+                                    + [fused.branch(b).lora_B for b in "qv"])
+        runs[fuse] = (out, grads)
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(runs[True][1], runs[False][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert a.abs().sum() > 0
+    assert fused._fusable()
+    if dropout:  # training mode: k is never touched, q and v see the same dropped inputs
+        fused.train()
+        fused.fuse = True
+        out = fused(x)
+        torch.testing.assert_close(out[..., 32:64], fused.base(x)[..., 32:64])
+
+
+def test_fused_matmul_is_the_default_and_off_with_fast_false():
+    for fast in (True, False):
+        model = tiny_gpt2()
+        apply(model, "rm_lora", over=("method.rank=4", f"method.fast={str(fast).lower()}"))
+        assert {m.fuse for m in model.modules() if isinstance(m, FusedLowRank)} == {fast}
+
+
 def test_regularizer_mask_and_diagnostics_see_every_branch():
     model = tiny_gpt2()
     method = apply(model, "rm_lora", over=("method.rank=4",))

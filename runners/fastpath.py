@@ -1,0 +1,85 @@
+"""The runner's fast path on CUDA: compiled training forward, bucketed padding, fused AdamW.
+
+What runs (each a `train.*` key, `auto` = on for CUDA, off on CPU; none changes run_id):
+
+- `train.compile`: the training forward (model + task loss) and the method's loss terms go through
+  `torch.compile` (`train.compile_mode`, default "default"); evaluation and decoding stay eager (their
+  shapes and control flow vary). The first optimizer step runs eager: Hugging Face models set config
+  fields on their first call (e.g. `problem_type`), which would otherwise cost a recompilation.
+  Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
+  unless already set), so the later runs of a sweep load kernels instead of compiling them.
+- `train.pad_to_multiple_of`: token batches are right-padded to a multiple of this length (auto: 16
+  when compiling), with the task's own pad values (`TaskData.pad_values`), so the compiled graph
+  sees a handful of lengths instead of one per batch. Padded positions are masked (attention mask
+  0, labels −100): the loss is unchanged up to float summation order.
+- `train.fused_optimizer`: AdamW's single fused CUDA kernel (`fused=True`) instead of its foreach
+  kernels.
+
+`method.fast` (adapters) is the other half: batched regularizer and device-side masks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+AUTO_PAD_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class FastPath:
+    compile_mode: str | None  # None: eager
+    pad_to_multiple_of: int | None
+    fused_optimizer: bool
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def resolve(t, device: torch.device) -> FastPath:
+    """The `train.*` fast-path keys with `auto` decided for this device."""
+    cuda = device.type == "cuda"
+    compile_on = cuda if t.compile == "auto" else bool(t.compile)
+    pad = t.pad_to_multiple_of
+    if pad == "auto":
+        pad = AUTO_PAD_MULTIPLE if compile_on else None
+    fused = cuda if t.fused_optimizer == "auto" else bool(t.fused_optimizer)
+    return FastPath(t.compile_mode if compile_on else None, pad, fused)
+
+
+def use_cache_dir(results_dir: str | Path) -> str:
+    """Inductor's on-disk cache under the results dir (shared by a sweep's runs), unless the user set one.
+
+    Importing some libraries already sets TORCHINDUCTOR_CACHE_DIR to inductor's per-user /tmp default
+    (`cache_dir()` writes it back), so only a value other than that default counts as the user's.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(results_dir).resolve() / ".cache" / "inductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+def bucketed(collate: Callable, pad_values: Mapping[str, int], multiple: int) -> Callable:
+    """`collate`, then each (batch, length) tensor in `pad_values` right-padded to a multiple of `multiple`."""
+
+    def collate_bucketed(items):
+        batch = collate(items)
+        for key, value in pad_values.items():
+            x = batch.get(key)
+            if torch.is_tensor(x) and x.ndim == 2:
+                extra = -x.shape[1] % multiple
+                if extra:
+                    batch[key] = torch.nn.functional.pad(x, (0, extra), value=value)
+        return batch
+
+    return collate_bucketed
+
+
+def uses_cudagraphs(mode: str | None) -> bool:
+    return mode in ("reduce-overhead", "max-autotune")  # torch.compile's modes that use CUDA graphs
