@@ -394,6 +394,7 @@ def main(argv=None) -> int:
         if env and "env" not in result:
             result["env"] = env
             result["device"] = env.get("device")
+            result["versions"] = {"python": env.get("python"), **(env.get("packages") or {})}
         result["phases"].append(row)
         base = result["phases"][0]
         if base["kind"] == "baseline" and base["rc"] == 0 and row["rc"] == 0:
