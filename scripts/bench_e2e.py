@@ -252,7 +252,22 @@ def _files(path: str | None) -> int:
     return sum(1 for p in Path(path).rglob("*") if p.is_file())
 
 
-def run_phase(phase: dict, args, work: Path) -> dict:
+def _run(cmd: list[str], env: dict, log, timeout: float | None) -> int | str:
+    """The child's exit code, or "timeout" (SIGTERM: the runner checkpoints and stops; SIGKILL 30 s later)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return "timeout"
+
+
+def run_phase(phase: dict, args, work: Path, timeout: float | None) -> dict:
     """Runs one phase as a subprocess; returns its row (wall time measured here, from spawn to exit)."""
     slug = phase["kind"] + ("" if phase["kind"] == "baseline" else "_" + Path(phase["results_dir"]).name)
     log = work / f"{slug}.log"
@@ -271,12 +286,7 @@ def run_phase(phase: dict, args, work: Path) -> dict:
     print(f"== {phase['name']}\n   {row['cmd']}", flush=True)
     start = time.perf_counter()
     with open(log, "w") as f:
-        try:
-            rc = subprocess.run(
-                cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=args.phase_timeout
-            ).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
+        rc = _run(cmd, env, f, timeout)
     row.update(wall_s=time.perf_counter() - start, rc=rc, cache_files_after=_files(phase.get("cache")))
     if rc != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -320,7 +330,9 @@ def table(rows: list[dict]) -> str:
     lines = [head]
     base = rows[0].get("wall_s") if rows and rows[0]["kind"] == "baseline" and rows[0]["rc"] == 0 else None
     for r in rows:
-        dev = f"{r['main_metric']} {r['final_dev'][r['main_metric']]:.4f}" if "final_dev" in r else "failed"
+        dev = (
+            f"{r['main_metric']} {r['final_dev'][r['main_metric']]:.4f}" if "final_dev" in r else str(r["rc"])
+        )
         speed = base / r["wall_s"] if base and r["rc"] == 0 else None
         lines.append(
             f"{r['name'][:51]:<52}{_fmt(r['wall_s'], '.1f'):>9}{_fmt(r.get('train_s'), '.1f'):>9}"
@@ -349,7 +361,13 @@ def parse(argv):
     )
     p.add_argument("--reuse-cache", action="store_true", help="rerun the first variant (seed+1) on its cache")
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the baseline phase")
-    p.add_argument("--phase-timeout", type=float, default=None, help="seconds before a phase is killed")
+    p.add_argument("--phase-timeout", type=float, default=None, help="seconds before a phase is stopped")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="seconds for all phases together: a phase is stopped when it runs out, later ones skipped",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_e2e/<date>.json)")
     p.add_argument("--work", type=Path, default=None, help="logs, results, caches (default <out>.work/)")
     p.add_argument("--baseline-only", type=Path, default=None, help=argparse.SUPPRESS)
@@ -376,20 +394,32 @@ def main(argv=None) -> int:
     phases = plan_phases(args, work)
     if not args.baseline:
         phases = phases[1:]
+    command = [sys.executable, sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     result = {
         "date": now.isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": shlex.join(command),
         "task": f"glue/{args.task}",
         "model": args.model,
         "common_overrides": common_overrides(args),
         "work": str(work),
         "torchinductor_cache_dir_from_env": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        "triton_cache_dir_from_env": os.environ.get("TRITON_CACHE_DIR"),  # unset: under the inductor dir
+        "budget_s": args.budget_s,
         "speedup": "baseline wall_s / phase wall_s (each phase's process from spawn to exit)",
         "note": NOTE,
         "phases": [],
     }
+    # untimed: the first timed phase should not pay for a cold disk cache of the libraries alone
+    subprocess.run([sys.executable, "-c", "import torch, transformers, peft, accelerate, hydra"], check=True)
+    t0 = time.perf_counter()
     for phase in phases:
-        row = run_phase(phase, args, work)
+        left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - t0)
+        if left is not None and left <= 1:
+            result["phases"].append({**phase, "rc": "skipped", "wall_s": None, "error": "out of --budget-s"})
+            write_json(out, result)
+            continue
+        limits = [x for x in (args.phase_timeout, left) if x is not None]
+        row = run_phase(phase, args, work, min(limits) if limits else None)
         env = row.pop("_env", None)
         if env and "env" not in result:
             result["env"] = env

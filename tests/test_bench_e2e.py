@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -60,6 +61,7 @@ def deberta_params(V=128100, H=768, L=12, inter=3072, buckets=256, labels=2) -> 
     return embeddings + L * layer + rel + head
 
 
+@pytest.mark.slow  # ~3-5 s: transformers' DeBERTa import + compose
 def test_random_deberta_v3_base_has_the_real_shapes():
     cfg = make_cfg("model=deberta_v3_base_random", "task=glue/cola", "method=lora")
     tok = hf.train_wordpiece(
@@ -106,6 +108,20 @@ def test_bad_data_dir_is_one_line_before_any_phase(tmp_path):
         mod.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o.json")])
     assert "\n" not in str(e.value)
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "o.work").exists()
+
+
+def test_a_phase_past_its_time_is_stopped_and_later_ones_skipped(tmp_path, glue_dir, monkeypatch):
+    mod = load_script()
+    with open(tmp_path / "log", "w") as log:
+        tic = time.perf_counter()
+        assert mod._run([sys.executable, "-c", "import time; time.sleep(30)"], {}, log, 0.5) == "timeout"
+        assert time.perf_counter() - tic < 20
+    monkeypatch.setattr(mod.subprocess, "run", lambda *a, **k: None)  # the untimed import warm-up
+    out = tmp_path / "o.json"
+    assert mod.main(["--data-dir", str(glue_dir), "--budget-s", "0", "--out", str(out)]) == 1
+    res = json.loads(out.read_text())
+    assert [p["rc"] for p in res["phases"]] == ["skipped", "skipped"]
+    assert res["budget_s"] == 0 and "--budget-s 0" in res["command"]
 
 
 @pytest.mark.slow
