@@ -90,6 +90,9 @@ def common_overrides(args) -> list[str]:
 
 def baseline(overrides: list[str], seed: int) -> dict:
     start = time.perf_counter()
+    import random
+
+    import numpy as np
     import torch
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -100,7 +103,6 @@ def baseline(overrides: list[str], seed: int) -> dict:
     from models import BUILDERS
     from runners.config import CONF, TRAIN_KEYS, TrainConfig, heads_for, register_resolvers, typed
     from runners.record import environment
-    from runners.train import seed_everything
     from tasks import TASKS
 
     register_resolvers()
@@ -112,7 +114,9 @@ def baseline(overrides: list[str], seed: int) -> dict:
     cuda = device.type == "cuda"
 
     # data + model: the repo's builders, so token ids and random weights equal the runner's
-    seed_everything(seed)
+    random.seed(seed)  # as runners.train.seed_everything (not imported: it pulls in the runner's stack)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     task_mod = TASKS[cfg.task.name]
     task = task_mod.TASK(typed(task_mod.Config, cfg.task, "task", drop=TRAIN_KEYS))
     builder = BUILDERS[cfg.model.builder]
