@@ -88,6 +88,24 @@ def common_overrides(args) -> list[str]:
 # the baseline: a plain PEFT + eager loop (runs in its own process: `--baseline-only OUT`)
 
 
+def peft_lora_config(resolved: dict, head: dict):
+    """Stock PEFT LoRA on the model YAML's target regexes (one alternation; PEFT full-matches module
+    names), rank / alpha / dropout from the method config, the model's heads trained in full."""
+    from peft import LoraConfig
+
+    from runners.config import heads_for
+
+    model_cfg, method = resolved["model"], resolved["method"]
+    heads = [h.replace("\\.", ".") for h in heads_for(model_cfg, head)]  # 'pooler\.dense' -> a name
+    return LoraConfig(
+        r=method["rank"],
+        lora_alpha=method["alpha"],
+        lora_dropout=method["dropout"],
+        target_modules="|".join(f"(?:{p})" for p in model_cfg["target_modules"]),
+        modules_to_save=heads,
+    )
+
+
 def baseline(overrides: list[str], seed: int) -> dict:
     start = time.perf_counter()
     import random
@@ -96,12 +114,12 @@ def baseline(overrides: list[str], seed: int) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
     from models import BUILDERS
-    from runners.config import CONF, TRAIN_KEYS, TrainConfig, heads_for, register_resolvers, typed
+    from runners.config import CONF, TRAIN_KEYS, TrainConfig, register_resolvers, typed
     from runners.record import environment
     from tasks import TASKS
 
@@ -124,17 +142,7 @@ def baseline(overrides: list[str], seed: int) -> dict:
     model = builder.build_model(cfg.model, task.head, tokenizer)
     data = task.build(model, tokenizer)  # tokenizer(..., truncation, max_length) + DataCollatorWithPadding
 
-    # stock PEFT LoRA on the model YAML's target regexes; the head trained in full
-    model_cfg = resolved["model"]
-    heads = [h.replace("\\.", ".") for h in heads_for(model_cfg, task.head)]  # 'pooler\.dense' -> name
-    lora = LoraConfig(
-        r=cfg.method.rank,
-        lora_alpha=cfg.method.alpha,
-        lora_dropout=cfg.method.dropout,
-        target_modules="|".join(f"(?:{p})" for p in model_cfg["target_modules"]),
-        modules_to_save=heads,
-    )
-    model = get_peft_model(model, lora).to(device)
+    model = get_peft_model(model, peft_lora_config(resolved, task.head)).to(device)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for _, p in params if p.ndim > 1], "weight_decay": t.weight_decay},

@@ -77,6 +77,19 @@ def test_random_deberta_v3_base_has_the_real_shapes():
     assert n == deberta_params() == 184_423_682
     assert model.deberta.embeddings.position_embeddings is None  # position_biased_input: false
     assert model.deberta.encoder.rel_embeddings.weight.shape == (512, 768)
+    # the baseline's PEFT config adapts the 72 matrices of conf/model/deberta_v3_base.yaml and trains the head
+    from omegaconf import OmegaConf
+    from peft import get_peft_model
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    peft_model = get_peft_model(
+        model, load_script().peft_lora_config(resolved, {"type": "sequence_classification"})
+    )
+    lora = sum(1 for n, _ in peft_model.named_modules() if n.endswith("lora_A.default"))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    R, H, inter = 8, 768, 3072
+    per_layer = 4 * R * (H + H) + 2 * R * (H + inter)  # q k v o, intermediate, output
+    assert lora == 72 and trainable == 12 * per_layer + (H * H + H) + (H * 2 + 2) == 1_919_234
 
 
 def test_config_vocab_size_below_the_tokenizer_is_refused():
