@@ -399,7 +399,8 @@ def main(argv=None) -> int:
         sys.exit(f"error: no conf/model/{args.model}.yaml; pick --model from conf/model/")
     now = dt.datetime.now(dt.timezone.utc)
     out = args.out or ROOT / "results" / "bench_e2e" / f"{now:%Y-%m-%dT%H%M%S}.json"
-    work = args.work or out.with_suffix(".work")
+    out = out.resolve()
+    work = (args.work or out.with_suffix(".work")).resolve()  # children run in the repo root
     if work.exists() and any(work.iterdir()):
         sys.exit(f"error: work dir {work} is not empty; remove it or pass --work NEW_DIR")
     work.mkdir(parents=True, exist_ok=True)
