@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench
+.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e
 help:      ## list targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -85,6 +85,10 @@ figures: setup  ## RM-LoRA Figs 1-2 (vision records) and LoDA A.1 (results/energ
 BENCH ?= --workload tiny --repeats 3
 bench: setup  ## step-time benchmark (docs/PERFORMANCE.md); GPU: make bench BENCH="--workload deberta --workload gpt2 --repeats 3"
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench.py $(BENCH)
+
+BENCH_E2E ?= --model tiny_deberta --max-steps 5 --max-eval-samples 64
+bench-e2e: setup  ## end-to-end wall time, PEFT eager vs runner (scripts/bench_e2e.py); GPU: make bench-e2e BENCH_E2E="--reuse-cache"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench_e2e.py $(BENCH_E2E)
 
 lint: setup  ## ruff, check only
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

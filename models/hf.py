@@ -2,7 +2,8 @@
 
 `model.path` (a local checkpoint directory) always wins over `model.hub_id`; nothing is downloaded
 when it is set. Tiny test models (`random_init: true`) are built from `model_type` + `config` and,
-with `tokenizer_train_vocab`, get a WordPiece tokenizer trained on the task's training text.
+with `tokenizer_train_vocab`, get a WordPiece tokenizer trained on the task's training text; their
+embedding has one row per token unless `config.vocab_size` (>= the tokenizer's size) asks for more.
 Vision models (`image_processor:` set, a mapping of overrides) get the model's image processor in
 the tokenizer's place, with transformers' PIL backend (no torchvision needed); a random model's
 processor resizes to its `config.image_size`.
@@ -135,6 +136,20 @@ def build_tokenizer(cfg, texts):
     return tok
 
 
+def _vocab_size(overrides: dict, tokenizer) -> int:
+    """A random model's embedding rows: `config.vocab_size` when set (real shapes with a small trained
+    tokenizer; rows past the tokenizer's ids are never looked up), else the tokenizer's size."""
+    want = overrides.pop("vocab_size", None)
+    if want is None:
+        return len(tokenizer)
+    if want < len(tokenizer):
+        raise ConfigError(
+            f"model.config.vocab_size={want} is smaller than the tokenizer's {len(tokenizer)} tokens; "
+            f"raise it or lower model.tokenizer_train_vocab"
+        )
+    return int(want)
+
+
 def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
     import transformers
 
@@ -148,7 +163,7 @@ def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # the new head's init depends on model.init_seed only
         torch.manual_seed(cfg.init_seed)
         if cfg.random_init:
-            vocab = {"vocab_size": len(tokenizer)} if text else {}
+            vocab = {"vocab_size": _vocab_size(overrides, tokenizer)} if text else {}
             config = transformers.AutoConfig.for_model(cfg.model_type, **overrides, **extra, **vocab)
             return auto.from_config(config)
         src = _source(cfg)

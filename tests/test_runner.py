@@ -126,7 +126,7 @@ def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory,
     [
         ("method=nope", f"unknown method 'nope'; valid: {', '.join(options('method'))}"),
         ("task=glue/nope", f"unknown task 'glue/nope'; valid: {', '.join(options('task'))}"),
-        ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, fnn"),
+        ("model=gpt5", "unknown model 'gpt5'; valid: deberta_v3_base, deberta_v3_base_random, fnn"),
         ("method=lora,nope", "unknown method 'nope'"),
     ],
 )
