@@ -143,36 +143,42 @@ def environment() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=4, help="K runs: seed=1..K (default 4)")
-    p.add_argument("--jobs", type=int, action="append", help="runs at once when packed (repeatable)")
+    p.add_argument("--jobs", type=int, action="append", help="runs at once when packed (repeatable; 0: none)")
     p.add_argument("--overrides", default="", help="run.py overrides shared by the K runs (one string)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per phase before it is killed")
     p.add_argument("--no-sequential", action="store_true", help="packed phases only (no ratio)")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="an earlier output JSON whose sequential phase is the reference, instead of running one "
+        "(when all phases do not fit one time limit: first `--jobs 0`, then `--reference` it)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="where the phases' results dirs go")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "sweep.json")
     a = p.parse_args(argv)
-    if a.runs < 1 or any(n < 1 for n in a.jobs or []):
-        p.error("--runs and --jobs must be >= 1")
-    jobs = a.jobs or [2]
+    if a.runs < 1 or any(n < 0 for n in a.jobs or []):
+        p.error("--runs must be >= 1 and --jobs >= 0")
+    jobs = [n for n in (a.jobs or [2]) if n > 0]
     overrides = shlex.split(a.overrides)
     if any(o.split("=", 1)[0] == "seed" for o in overrides):
         p.error("--overrides must not set seed: the K runs are seed=1..K")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     workdir = a.workdir or ROOT / "results" / "bench_sweep" / stamp
     argv_runs = [*overrides, "seed=" + ",".join(str(s) for s in range(1, a.runs + 1))]
-    rows = []
-    if not a.no_sequential:
-        rows.append(
-            phase("sequential", [*argv_runs, "launcher=local"], workdir / "sequential", a.runs, a.timeout)
-        )
+    rows, ref = [], None
+    if a.reference:
+        ref = next(r for r in read_json(a.reference)["phases"] if r["phase"] == "sequential")
+        ref.update(reference=str(a.reference), _records=records(Path(ref["results_dir"])))
+        rows.append(ref)
+    elif not a.no_sequential:
+        ref = phase("sequential", [*argv_runs, "launcher=local"], workdir / "sequential", a.runs, a.timeout)
+        rows.append(ref)
     for n in jobs:
         launch = ["launcher=pack", f"hydra.launcher.n_jobs={n}"]
         rows.append(phase(f"packed_{n}", [*argv_runs, *launch], workdir / f"packed_{n}", a.runs, a.timeout))
-    ref = rows[0] if not a.no_sequential else None
     for row in rows:
-        if ref is not None:
-            row["ratio_vs_sequential"] = (
-                row["runs_per_hour"] / ref["runs_per_hour"] if ref["runs_per_hour"] else None
-            )
+        if ref is not None and ref["runs_per_hour"]:
+            row["ratio_vs_sequential"] = row["runs_per_hour"] / ref["runs_per_hour"]
             if row is not ref:
                 row.update(compare(ref["_records"], row["_records"]))
     result = {
