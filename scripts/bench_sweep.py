@@ -78,7 +78,7 @@ def phase(name: str, argv: list[str], results: Path, runs: int, timeout: float) 
                 shown = done
             if elapsed > timeout:
                 timed_out = True
-                os.killpg(proc.pid, signal.SIGTERM)  # runs checkpoint and stop; then make sure
+                proc.send_signal(signal.SIGTERM)  # the sweep stops its runs (checkpoint); then make sure
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
