@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e
+.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep
 help:      ## list targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -89,6 +89,12 @@ bench: setup  ## step-time benchmark (docs/PERFORMANCE.md); GPU: make bench BENC
 BENCH_E2E ?= --model tiny_deberta --max-steps 5 --max-eval-samples 64
 bench-e2e: setup  ## end-to-end wall time, PEFT eager vs runner (scripts/bench_e2e.py); GPU: make bench-e2e BENCH_E2E="--reuse-cache"
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench_e2e.py $(BENCH_E2E)
+
+# Sweep throughput, one at a time vs N at a time (launcher=pack). GPU (16 cores, 1 GPU), e.g.:
+# make bench-sweep BENCH_SWEEP='--runs 16 --jobs 2 --jobs 4 --jobs 8 --overrides "model=minilm_l6 task=glue/rte task.data_dir=../shared/data/glue arm=lora_r8 train.epochs=1"'
+BENCH_SWEEP ?= --runs 4 --jobs 2 --timeout 600 --overrides "model=tiny_deberta task=glue/rte task.data_dir=../shared/data/glue task.max_train_samples=256 task.max_eval_samples=64 task.max_length=64 train.epochs=1 method=lora"
+bench-sweep: setup  ## runs/hour of a sweep, sequential vs packed (scripts/bench_sweep.py); tiny CPU default
+	$(BIN)/python scripts/bench_sweep.py $(BENCH_SWEEP)
 
 lint: setup  ## ruff, check only
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -27,11 +27,16 @@ def main(cfg) -> None:
             print(summary(record))
         return
     # a sweep job: record the outcome, never abort the sweep (runners/sweep.py prints the summary)
-    from runners.sweep import write_outcome
+    from runners.sweep import packed, release_memory, start_packed_job, stop_sweep, write_outcome
 
     outcome = {"overrides": list(hydra_cfg.overrides.task)}
+    pack = packed(hydra_cfg.launcher)
+    if pack and (reason := start_packed_job(hydra_cfg.sweep.dir, hydra_cfg.launcher.n_jobs)):
+        outcome.update(status="interrupted", error=reason)
+        write_outcome(hydra_cfg.runtime.output_dir, outcome)
+        return
     try:
-        record = run(cfg)
+        record = run(cfg, job=hydra_cfg.job.num)
         outcome.update(status=record["status"], run_id=record.get("run_id"))
         if record.get("metrics"):
             print(summary(record))
@@ -46,9 +51,14 @@ def main(cfg) -> None:
 
         traceback.print_exc()
         outcome.update(status="failed", error=f"{type(e).__name__}: {e}")
+    finally:
+        release_memory()  # the next job may run in this process (basic and pack launchers)
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
-    if outcome["status"] == "interrupted":
-        sys.exit(130)  # Ctrl-C / SIGTERM stops the whole sweep; rerunning it resumes this job
+    if outcome["status"] == "interrupted":  # Ctrl-C / SIGTERM stops the whole sweep; rerunning it resumes
+        if pack:  # the other jobs stop too; the sweep process prints the summary and exits 130
+            stop_sweep(hydra_cfg.sweep.dir)
+        else:
+            sys.exit(130)
 
 
 if __name__ == "__main__":

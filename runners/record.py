@@ -57,6 +57,8 @@ def environment(device: torch.device) -> dict:
         if device.type == "cuda"
         else platform.processor() or "cpu",
         "device_type": device.type,
+        "torch_device": str(device),  # e.g. cuda:1: the GPU a packed sweep job ran on
+        "torch_threads": torch.get_num_threads(),
         "host": platform.node(),
     }
 

@@ -11,6 +11,7 @@ run as `diverged`; a run whose method parameters never changed ends as `frozen`.
 from __future__ import annotations
 
 import math
+import os
 import random
 import resource
 import signal
@@ -59,12 +60,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _device(name: str, job: int | None = None) -> torch.device:
+    """`auto`: CUDA if visible, else CPU. Job k of a `-m` sweep (`job`) with n GPUs visible gets
+    GPU k mod n, so runs packed several at once spread over the GPUs (launcher=pack); outside a sweep,
+    or under `accelerate launch` (which places each process itself), plain `cuda`.
+    An indexed GPU is made the current one, so that every `cuda` tensor (accelerate's too) lands there.
+    """
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is visible; use device=auto or device=cpu")
-    return torch.device(name)
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if job is None or "LOCAL_RANK" in os.environ:
+            return torch.device("cuda")
+        name = f"cuda:{job % torch.cuda.device_count()}"
+    device = torch.device(name)
+    if device.index is not None and "LOCAL_RANK" not in os.environ:
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) are visible; "
+                f"use device=auto or cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+        torch.cuda.set_device(device)
+    return device
 
 
 def _optimizer(
@@ -91,7 +109,6 @@ class _Signals:
         self._old: dict = {}
 
     def __enter__(self):
-        import os
         import threading
 
         if threading.current_thread() is threading.main_thread() and "SUBMITIT_FOLDER" not in os.environ:
@@ -109,8 +126,11 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Trains and evaluates one configuration; returns its record (skips if already done)."""
+def run(cfg: DictConfig, job: int | None = None) -> dict:
+    """Trains and evaluates one configuration; returns its record (skips if already done).
+
+    `job`: the number of this run in a `-m` sweep (Hydra's `job.num`), which picks its GPU (`_device`).
+    """
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:  # e.g. model.placement=foo: ${.placements.${.placement}} fails
@@ -126,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
     task_cfg = typed(task_mod.Config, cfg.task, "task", drop=TRAIN_KEYS)
     check_run_config(resolved, t, method_mod, method_cfg)
     builder.check_task(cfg.model.name, cfg.task.name)
-    device = _device(cfg.device)
+    device = _device(cfg.device, job)
     check_writable(Path(cfg.paths.results_dir))
     logger = build_logger(resolved.get("logger"))
 
@@ -238,6 +258,8 @@ def _train(
     counts_start = method.param_counts()
     record["task_version"] = task.version
 
+    if device.type == "cuda":  # peak memory of this run, not of earlier runs in the same process (sweeps)
+        torch.cuda.reset_peak_memory_stats(device)
     bf16 = device.type == "cuda" and (t.bf16 == "auto" or t.bf16 is True)
     # several processes (`accelerate launch`): train.batch_size is the global batch, split across them
     acc = Accelerator(

@@ -1,0 +1,219 @@
+"""Several runs at once per GPU (issue 11 goal 5): launcher=pack (Hydra's joblib launcher) gives the
+records of the sequential launcher, keeps bad jobs inside their job, stops every job on Ctrl-C, puts
+sweep job k on GPU k mod n and gives each job its share of the CPU threads; launcher=slurm_shared
+asks SLURM for a GPU shard. (Throughput itself: scripts/bench_sweep.py, measured, not asserted.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import pytest
+import torch
+from conftest import GLUE_DIR, make_cfg
+from safetensors.torch import load_file
+
+from adapters.base import ConfigError
+from runners import train
+from runners.config import ROOT, precheck
+from runners.sweep import packed, threads_per_job
+
+TINY = (
+    "model=tiny_deberta",
+    "task=glue/rte",
+    f"task.data_dir={GLUE_DIR}",
+    "task.max_train_samples=64",
+    "task.max_eval_samples=32",
+    "task.max_length=32",
+    "train.max_steps=4",
+    "method=lora",
+)
+
+
+def _records(results: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (results / "runs").glob("*.json")}
+
+
+def _sweep(results: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "run.py", "-m", *args, f"paths.results_dir={results}"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+# --- GPU and CPU shares ----------------------------------------------------------------------------
+
+
+def test_sweep_job_k_runs_on_gpu_k_mod_n(monkeypatch):
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(torch.device(d)))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    got = [train._device("auto", job) for job in range(7)]
+    assert got == [torch.device("cuda", k) for k in (0, 1, 2, 0, 1, 2, 0)]
+    assert current == got  # each made the current device, so accelerate's "cuda" is that GPU
+    assert train._device("auto") == torch.device("cuda")  # a single run: unchanged
+    assert train._device("cuda:2") == torch.device("cuda", 2) and current[-1] == torch.device("cuda", 2)
+    with pytest.raises(ConfigError, match="only 3 CUDA device"):
+        train._device("cuda:3")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # accelerate launch places its processes itself
+    assert train._device("auto", 5) == torch.device("cuda")
+
+
+def test_sweep_job_on_a_cpu_machine_stays_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train._device("auto", 3) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("n_jobs", "cpus", "current", "threads"),
+    [
+        (4, 16, None, 4),
+        (8, 16, None, 2),
+        (3, 16, None, 5),
+        (32, 16, None, 1),
+        (-1, 16, None, 1),
+        (4, 16, 1, 1),
+    ],
+)
+def test_each_packed_job_gets_its_share_of_the_cpus(n_jobs, cpus, current, threads):
+    assert threads_per_job(n_jobs, cpus=cpus, current=current) == threads
+
+
+# --- configs ---------------------------------------------------------------------------------------
+
+
+def _compose_hydra(*overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from runners.config import CONF
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_pack_is_the_joblib_launcher_and_changes_no_run_id():
+    from omegaconf import OmegaConf
+
+    from runners.config import run_ids
+
+    cfg = _compose_hydra("launcher=pack", "hydra.launcher.n_jobs=8")
+    assert packed(cfg.hydra.launcher) and cfg.hydra.launcher.n_jobs == 8
+    assert not packed(_compose_hydra("launcher=local").hydra.launcher)
+    ids = {
+        run_ids(OmegaConf.to_container(make_cfg(f"launcher={name}"), resolve=True))
+        for name in ("local", "pack")
+    }
+    assert len(ids) == 1
+
+
+def test_slurm_shared_asks_for_a_gpu_shard_not_a_whole_gpu(tmp_path):
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    precheck(["launcher=slurm_shared", "seed=1,2", f"paths.results_dir={tmp_path}"])
+    params = OmegaConf.to_container(_compose_hydra("launcher=slurm_shared").hydra.launcher, resolve=False)
+    for key in ("_target_", "submitit_folder", "max_num_timeout"):
+        params.pop(key)
+    # the parameters as hydra-submitit-launcher hands them to submitit, then submitit's sbatch file
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path)
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    sbatch = executor._executor._make_submission_file_text("python run.py", "uid")
+    assert "#SBATCH --gres=shard:1" in sbatch
+    assert "--gpus-per-node" not in sbatch and "--gres=gpu" not in sbatch
+
+
+# --- real packed sweeps ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_gives_the_sequential_records_and_keeps_bad_jobs_in_their_job(tmp_path):
+    share = threads_per_job(2, cpus=joblib.cpu_count())  # what each of 2 packed jobs gets
+    seq_env = {**os.environ, "OMP_NUM_THREADS": str(share)}  # the same threads: bit-identical runs
+    seq = _sweep(tmp_path / "seq", *TINY, "method.rank=8", "seed=1,2", env=seq_env)
+    assert seq.returncode == 0, seq.stderr
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the launcher sets the share
+    # 4 jobs, 2 at a time: rank 0 is a config error (jobs 0 and 2), rank 8 trains (jobs 1 and 3)
+    out = _sweep(
+        tmp_path / "pack",
+        *TINY,
+        "method.rank=0,8",
+        "seed=1,2",
+        "launcher=pack",
+        "hydra.launcher.n_jobs=2",
+        env=env,
+    )
+    assert out.returncode == 1, out.stderr  # every job ran, not all ended well
+    assert "sweep: 4 jobs: 2 config_error, 2 success" in out.stdout + out.stderr
+    assert "method.rank must be >= 1" in out.stderr
+    ref, got = _records(tmp_path / "seq"), _records(tmp_path / "pack")
+    assert got.keys() == ref.keys() and len(got) == 2
+    for run_id, rec in got.items():
+        assert rec["status"] == "success"
+        for key in ("group_id", "params", "metrics", "diagnostics", "seed"):
+            assert rec[key] == ref[run_id][key], key
+        a, b = load_file(rec["weights"]), load_file(ref[run_id]["weights"])
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert rec["env"]["torch_threads"] == share
+        assert rec["env"]["torch_device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_packed_job_with_a_checkpoint(tmp_path):
+    results = tmp_path / "r"
+    # long runs (they cannot end by themselves during the test), 3 jobs on 2 workers: one waits
+    args = ["task.n_train=8192", "task.n_test=64", "train.epochs=50", "train.batch_size=16", "method=lora"]
+    cmd = [sys.executable, "run.py", "-m", *args, "seed=1,2,3", "launcher=pack", "hydra.launcher.n_jobs=2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*cmd, f"paths.results_dir={results}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if sum("epoch 1/50" in s for s in seen) == 2:  # both workers are training
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        seen.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = "".join(seen)
+    assert proc.returncode == 130, out
+    assert "sweep: 3 jobs: 3 interrupted" in out, out
+    outcomes = [json.loads(p.read_text()) for p in results.glob("hydra/*/*/outcome.json")]
+    errors = sorted(o["error"].split(":")[0] for o in outcomes)
+    assert errors == ["interrupted", "interrupted", "not started"], outcomes  # the waiting job never ran
+    recs = _records(results)
+    assert len(recs) == 2 and {r["status"] for r in recs.values()} == {"interrupted"}
+    for rec in recs.values():  # each stopped run left a checkpoint to resume from
+        assert (Path(rec["artifacts"]) / "checkpoint.pt").is_file()
+
+
+def test_bench_sweep_compares_records_by_run_id():
+    spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "scripts" / "bench_sweep.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rec = lambda acc: {"metrics": {"final": {"validation": {"acc": acc, "loss": 0.5}}}}  # noqa: E731
+    assert bench.compare({"a": rec(0.5), "b": rec(0.25)}, {"a": rec(0.5), "b": rec(0.375)}) == {
+        "same_run_ids": True,
+        "max_final_metric_diff": 0.125,
+    }
+    assert not bench.compare({"a": rec(0.5)}, {"b": rec(0.5)})["same_run_ids"]
