@@ -24,16 +24,6 @@ from torch import nn
 
 FORMS = ("paper", "reference")
 
-_EYE: dict[tuple, torch.Tensor] = {}
-
-
-def _eye(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    key = (n, device, dtype)
-    if key not in _EYE:
-        _EYE[key] = torch.eye(n, device=device, dtype=dtype)
-    return _EYE[key]
-
-
 def _check_form(form: str) -> None:
     if form not in FORMS:
         raise ValueError(f"unknown reg_form {form!r}; valid: {', '.join(FORMS)}")
@@ -76,7 +66,9 @@ def orthogonality_penalty(modules: list[nn.Module], form: str = "paper", fast: b
     total, count = None, 0
     for group in row_matrix_groups(modules):
         stacked = torch.stack(group).float()  # (n, R, d)
-        gap = torch.bmm(stacked, stacked.mT) - _eye(stacked.shape[1], stacked.device, torch.float32)
+        # a fresh eye per call: one tiny kernel eager, folded into the subtraction when compiled (a
+        # cached tensor would be global state, which torch.compile's CUDA graphs refuse)
+        gap = torch.bmm(stacked, stacked.mT) - torch.eye(stacked.shape[1], device=stacked.device)
         if form == "paper":
             term = gap.pow(2).sum()
         else:

@@ -88,6 +88,7 @@ def check_train(t: TrainConfig) -> None:
     modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
     if t.compile_mode not in modes:
         raise ConfigError(f"train.compile_mode must be one of {', '.join(modes)}, got {t.compile_mode!r}")
+    _int(t.compile_min_steps, "compile_min_steps", low=0)
     if t.pad_to_multiple_of not in ("auto", None):
         _int(t.pad_to_multiple_of, "pad_to_multiple_of")
     if t.eval_epochs is not None:

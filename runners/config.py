@@ -27,6 +27,7 @@ NOT_HASHED_TRAIN = (
     "check_every",
     "compile",
     "compile_mode",
+    "compile_min_steps",
     "pad_to_multiple_of",
     "fused_optimizer",
 )
@@ -78,7 +79,8 @@ class TrainConfig:
     checkpoint_every: int | None = None
     check_every: int | None = None  # steps between divergence checks (a host sync); null: 1 CPU, 50 CUDA
     compile: bool | str = "auto"  # torch.compile the training forward (runners/fastpath.py); auto: CUDA
-    compile_mode: str = "default"
+    compile_mode: str = "reduce-overhead"
+    compile_min_steps: int = 1000  # compile=auto compiles runs of at least this many optimizer steps
     pad_to_multiple_of: int | str | None = "auto"  # auto: 16 when compiling, else exact dynamic padding
     fused_optimizer: bool | str = "auto"  # fused AdamW kernel; auto: CUDA
 

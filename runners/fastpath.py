@@ -40,10 +40,13 @@ class FastPath:
         return asdict(self)
 
 
-def resolve(t, device: torch.device) -> FastPath:
-    """The `train.*` fast-path keys with `auto` decided for this device."""
+def resolve(t, device: torch.device, planned_steps: int) -> FastPath:
+    """The `train.*` fast-path keys with `auto` decided for this device and run length."""
     cuda = device.type == "cuda"
-    compile_on = cuda if t.compile == "auto" else bool(t.compile)
+    if t.compile == "auto":  # compiling pays back its warm-up only over enough steps
+        compile_on = cuda and planned_steps >= t.compile_min_steps
+    else:
+        compile_on = bool(t.compile)
     pad = t.pad_to_multiple_of
     if pad == "auto":
         pad = AUTO_PAD_MULTIPLE if compile_on else None

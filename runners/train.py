@@ -280,7 +280,8 @@ def _train(
         "convention": "train.batch_size is the global batch (split across processes); train.lr is used "
         "as given, not scaled with the number of processes",
     }
-    fast = fastpath.resolve(t, device)
+    planned = t.max_steps or t.epochs * math.ceil(math.ceil(len(data.train) / t.batch_size) / t.grad_accum)
+    fast = fastpath.resolve(t, device, planned)
     record["env"]["fast_path"] = fast.describe()
     collate = data.collate or default_collate
     if fast.pad_to_multiple_of and data.pad_values:
@@ -325,7 +326,9 @@ def _train(
     train_model, extra_loss = model, method.extra_loss
     if fast.compile_mode is not None:  # eval_model stays eager; the first step too (fastpath docstring)
         record["env"]["fast_path"]["inductor_cache"] = fastpath.use_cache_dir(cfg.paths.results_dir)
-        compiled_model = torch.compile(model, mode=fast.compile_mode)
+        # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
+        # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
+        compiled_model = torch.compile(model, mode=fast.compile_mode, dynamic=True)
         compiled_loss = torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else None
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)

@@ -193,13 +193,13 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     name, _, variant = row.partition("@")
     model = build_model(workload["arch"], workload["size"], device)
     model, params, method = method_for(name, workload, model, device)
-    compiled = variant == "compiled" or args.compile
-    mode = args.compile_mode if variant == "compiled" else "default"
+    compiled = variant in ("compiled", "graphs") or args.compile
+    mode = {"compiled": args.compile_mode, "graphs": "reduce-overhead"}.get(variant, "default")
     forward = torch.compile(model, mode=mode) if compiled else model
     extra_loss = method.extra_loss if method is not None else None
     if compiled and method is not None and method.loss_terms:
         extra_loss = torch.compile(method.extra_loss, mode=mode)
-    fused = variant in ("fused", "compiled") and device.type == "cuda"
+    fused = variant in ("fused", "compiled", "graphs") and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
     cudagraphs = compiled and "reduce-overhead" in mode
     g = torch.Generator().manual_seed(1)
@@ -334,7 +334,7 @@ def table1_estimate(
     }
 
 
-VARIANTS = ("", "fused", "compiled")
+VARIANTS = ("", "fused", "compiled", "graphs")
 
 PARTS = (
     "r_lora",
