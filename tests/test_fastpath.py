@@ -262,3 +262,97 @@ def test_table1_cost_model_counts_the_papers_steps():
     est = bench.table1_estimate([{"row": "peft_lora", "ms_per_step": 100.0}], eval_overhead=0.0)
     assert est["runs"] == 297 and est["rows_at_peft_lora_ms"] == 11
     assert est["gpu_hours"] == pytest.approx(3 * 89319 * 11 * 100.0 / 3.6e6)
+
+
+# --- the runner's compiled path (runners/fastpath.py) -------------------------------------------
+
+
+def test_fast_path_auto_policy():
+    from runners.config import TrainConfig
+    from runners.fastpath import resolve
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = TrainConfig(compile="auto", compile_min_steps=1000)
+    assert resolve(auto, cpu, 10_000).compile_mode is None  # never on CPU under auto
+    long_run = resolve(auto, cuda, 1000)
+    assert (long_run.compile_mode, long_run.pad_to_multiple_of, long_run.fused_optimizer) == (
+        "reduce-overhead",
+        16,
+        True,
+    )
+    short = resolve(auto, cuda, 999)  # too short to pay back the warm-up: eager, exact padding
+    assert (short.compile_mode, short.pad_to_multiple_of, short.fused_optimizer) == (None, None, True)
+    forced = resolve(TrainConfig(compile=True, compile_mode="default", pad_to_multiple_of=8), cpu, 1)
+    assert (forced.compile_mode, forced.pad_to_multiple_of, forced.fused_optimizer) == ("default", 8, False)
+    assert resolve(TrainConfig(), cuda, 10**6).compile_mode is None  # the shipped default: opt-in
+
+
+def test_bucketed_collate_pads_each_key_with_its_value():
+    from runners.fastpath import bucketed
+    from tasks.batching import pad_collate
+
+    pads = {"input_ids": 7, "attention_mask": 0, "labels": -100}
+    collate = bucketed(pad_collate(pads), pads, 16)
+    items = [{"input_ids": [1] * n, "attention_mask": [1] * n, "labels": [2] * n, "y": 1} for n in (3, 17)]
+    batch = collate(items)
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, 32)
+    assert batch["input_ids"][0, 3:].eq(7).all() and batch["input_ids"][1, 17:].eq(7).all()
+    assert batch["attention_mask"].sum(1).tolist() == [3, 17]
+    assert batch["labels"][1, 17:].eq(-100).all() and batch["labels"][1, :17].eq(2).all()
+    assert batch["y"].tolist() == [1, 1]
+    exact = bucketed(pad_collate(pads), pads, 16)(items[1:])  # 17 → 32; a multiple stays as it is
+    assert exact["input_ids"].shape == (1, 32)
+    assert bucketed(pad_collate(pads), pads, 16)([{**items[0], "input_ids": [1] * 16}])["input_ids"].shape[1] == 16
+
+
+@pytest.mark.parametrize("arch", ["deberta", "gpt2"])
+def test_extra_padding_leaves_the_logits_unchanged(arch):
+    """Bucketing pads further with the tasks' pad values; masked positions change nothing."""
+    from scripts.bench import model_config
+    from transformers import DebertaV2ForSequenceClassification
+
+    config = model_config(arch, "tiny")
+    torch.manual_seed(0)
+    cls = DebertaV2ForSequenceClassification if arch == "deberta" else GPT2ForSequenceClassification
+    model = cls(config).eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = [5, 11, 9]
+    ids = torch.zeros(3, 11, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(1, config.vocab_size, (n,), generator=g)
+    mask = (ids != 0).long()
+    padded_ids = torch.nn.functional.pad(ids, (0, 21), value=0)
+    padded_mask = torch.nn.functional.pad(mask, (0, 21), value=0)
+    with torch.no_grad():
+        exact = model(input_ids=ids, attention_mask=mask).logits
+        bucket = model(input_ids=padded_ids, attention_mask=padded_mask).logits
+    torch.testing.assert_close(bucket, exact, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_runner_trains_like_the_eager_runner(tmp_path, glue_dir):
+    """train.compile=true (inductor, dynamic shapes, bucketed padding, eager first step) gives the eager
+    run's loss curve on CPU; same run_id; the kernels land in the results dir's cache."""
+    from runners.train import run
+    from tests.conftest import make_cfg
+
+    common = (
+        "model=tiny_deberta",
+        "task=glue/rte",
+        f"task.data_dir={glue_dir}",
+        "method=rm_lora",
+        "train.max_steps=4",
+        "train.epochs=1",
+        "+task.max_train_samples=64",
+        "+task.max_eval_samples=16",
+    )
+    eager = run(make_cfg(*common, results_dir=tmp_path / "eager"))
+    compiled = run(make_cfg(*common, "train.compile=true", results_dir=tmp_path / "compiled"))
+    assert eager["run_id"] == compiled["run_id"]
+    assert eager["env"]["fast_path"]["compile_mode"] is None
+    assert compiled["env"]["fast_path"]["compile_mode"] == "reduce-overhead"
+    assert compiled["env"]["fast_path"]["pad_to_multiple_of"] == 16
+    history = [(h["train_loss"], h["train_reg"]) for h in eager["metrics"]["history"]]
+    history_c = [(h["train_loss"], h["train_reg"]) for h in compiled["metrics"]["history"]]
+    torch.testing.assert_close(torch.tensor(history_c), torch.tensor(history), rtol=1e-4, atol=1e-5)
+    assert any((tmp_path / "compiled" / ".cache" / "inductor").rglob("*.py"))  # compiled kernels, cached
