@@ -24,6 +24,7 @@ from torch import nn
 
 FORMS = ("paper", "reference")
 
+
 def _check_form(form: str) -> None:
     if form not in FORMS:
         raise ValueError(f"unknown reg_form {form!r}; valid: {', '.join(FORMS)}")

@@ -78,7 +78,9 @@ class TrainConfig:
     checkpoint: bool = True  # resumable checkpoint every epoch (and every checkpoint_every steps)
     checkpoint_every: int | None = None
     check_every: int | None = None  # steps between divergence checks (a host sync); null: 1 CPU, 50 CUDA
-    compile: bool | str = False  # torch.compile the training forward (runners/fastpath.py); auto: long CUDA runs
+    compile: bool | str = (
+        False  # torch.compile the training forward (runners/fastpath.py); auto: long CUDA runs
+    )
     compile_mode: str = "reduce-overhead"
     compile_min_steps: int = 1000  # compile=auto compiles runs of at least this many optimizer steps
     pad_to_multiple_of: int | str | None = "auto"  # auto: 16 when compiling, else exact dynamic padding

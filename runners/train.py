@@ -329,7 +329,9 @@ def _train(
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
         compiled_model = torch.compile(model, mode=fast.compile_mode, dynamic=True)
-        compiled_loss = torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else None
+        compiled_loss = (
+            torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else None
+        )
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
 

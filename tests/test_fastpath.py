@@ -302,14 +302,18 @@ def test_bucketed_collate_pads_each_key_with_its_value():
     assert batch["y"].tolist() == [1, 1]
     exact = bucketed(pad_collate(pads), pads, 16)(items[1:])  # 17 → 32; a multiple stays as it is
     assert exact["input_ids"].shape == (1, 32)
-    assert bucketed(pad_collate(pads), pads, 16)([{**items[0], "input_ids": [1] * 16}])["input_ids"].shape[1] == 16
+    assert (
+        bucketed(pad_collate(pads), pads, 16)([{**items[0], "input_ids": [1] * 16}])["input_ids"].shape[1]
+        == 16
+    )
 
 
 @pytest.mark.parametrize("arch", ["deberta", "gpt2"])
 def test_extra_padding_leaves_the_logits_unchanged(arch):
     """Bucketing pads further with the tasks' pad values; masked positions change nothing."""
-    from scripts.bench import model_config
     from transformers import DebertaV2ForSequenceClassification
+
+    from scripts.bench import model_config
 
     config = model_config(arch, "tiny")
     torch.manual_seed(0)

@@ -152,8 +152,9 @@ def test_fused_matmul_equals_the_branch_loop_values_and_gradients(dropout):
     for fuse in (True, False):
         fused.fuse = fuse
         out = fused(x)
-        grads = torch.autograd.grad(out.pow(2).sum(), [fused.branch(b).lora_A for b in "qv"]
-                                    + [fused.branch(b).lora_B for b in "qv"])
+        grads = torch.autograd.grad(
+            out.pow(2).sum(), [fused.branch(b).lora_A for b in "qv"] + [fused.branch(b).lora_B for b in "qv"]
+        )
         runs[fuse] = (out, grads)
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(runs[True][1], runs[False][1], strict=True):
