@@ -1,21 +1,25 @@
 """The runner's fast path on CUDA: compiled training forward, bucketed padding, fused AdamW.
 
-What runs (each a `train.*` key, `auto` = on for CUDA, off on CPU; none changes run_id):
+What runs (each a `train.*` key; `auto` decides per device and run; none changes run_id):
 
-- `train.compile`: the training forward (model + task loss) and the method's loss terms go through
-  `torch.compile` (`train.compile_mode`, default "default"); evaluation and decoding stay eager (their
-  shapes and control flow vary). The first optimizer step runs eager: Hugging Face models set config
-  fields on their first call (e.g. `problem_type`), which would otherwise cost a recompilation.
+- `train.compile` (default false; true; or auto = CUDA runs of >= `train.compile_min_steps` steps,
+  where the warm-up pays back): the training forward (model + task loss) and the method's loss terms
+  go through `torch.compile(..., dynamic=True)` in `train.compile_mode` (default "reduce-overhead":
+  CUDA graphs, one recorded per padded length). Evaluation and decoding stay eager (their shapes and
+  control flow vary). The first optimizer step runs eager: Hugging Face models set config fields on
+  their first call (e.g. `problem_type`), which would otherwise cost a recompilation. Under CUDA graphs
+  the loop copies every output it keeps (graphs reuse their output buffers on the next step).
   Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
-  unless already set), so the later runs of a sweep load kernels instead of compiling them.
-- `train.pad_to_multiple_of`: token batches are right-padded to a multiple of this length (auto: 16
-  when compiling), with the task's own pad values (`TaskData.pad_values`), so the compiled graph
-  sees a handful of lengths instead of one per batch. Padded positions are masked (attention mask
-  0, labels −100): the loss is unchanged up to float summation order.
-- `train.fused_optimizer`: AdamW's single fused CUDA kernel (`fused=True`) instead of its foreach
-  kernels.
+  unless the user set it), so the later runs of a sweep load kernels instead of compiling them.
+- `train.pad_to_multiple_of` (auto: 16 when compiling, else exact dynamic padding): token batches
+  are right-padded to a multiple of this length with the task's own pad values
+  (`TaskData.pad_values`), so compiled code sees a handful of lengths instead of one per batch.
+  Padded positions are masked (attention mask 0, labels −100): outputs are unchanged up to float
+  summation order (tests/test_fastpath.py).
+- `train.fused_optimizer` (auto: CUDA): AdamW's single fused kernel instead of its foreach kernels.
 
-`method.fast` (adapters) is the other half: batched regularizer and device-side masks.
+`method.fast` (adapters) is the other half: batched regularizer, device-side masks, fused q/v matmul.
+Measurements: docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
