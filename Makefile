@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep
+.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep gpu-checks
 help:      ## list targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -87,6 +87,9 @@ bench: setup  ## step-time benchmark (docs/PERFORMANCE.md); GPU: make bench BENC
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench.py $(BENCH)
 
 BENCH_E2E ?= --model tiny_deberta --max-steps 5 --max-eval-samples 64
+gpu-checks: setup  ## issue 11's remaining GPU measurements (scripts/gpu_checks.sh), into OUT=dir
+	PYTHON=$(BIN)/python bash scripts/gpu_checks.sh $(or $(OUT),results/gpu_checks) $(STEPS)
+
 bench-e2e: setup  ## end-to-end wall time, PEFT eager vs runner (scripts/bench_e2e.py); GPU: make bench-e2e BENCH_E2E="--reuse-cache"
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python scripts/bench_e2e.py $(BENCH_E2E)
 

@@ -8,7 +8,9 @@ What runs (each a `train.*` key; `auto` decides per device and run; none changes
   CUDA graphs, one recorded per padded length). Evaluation and decoding stay eager (their shapes and
   control flow vary). The first optimizer step runs eager: Hugging Face models set config fields on
   their first call (e.g. `problem_type`), which would otherwise cost a recompilation. Under CUDA graphs
-  the loop copies every output it keeps (graphs reuse their output buffers on the next step).
+  the loop copies every output it keeps (graphs reuse their output buffers on the next step), and
+  with `train.grad_accum > 1` the mode falls back to "default" (CUDA-graph trees overwrite
+  accumulated gradients: pytorch/pytorch#169545), said in the record's `env.fast_path.note`.
   Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
   unless the user set it), so the later runs of a sweep load kernels instead of compiling them.
 - `train.pad_to_multiple_of` (auto: 16 when compiling, else exact dynamic padding): token batches
@@ -39,6 +41,7 @@ class FastPath:
     compile_mode: str | None  # None: eager
     pad_to_multiple_of: int | None
     fused_optimizer: bool
+    note: str | None = None  # why a setting was changed from what the config asked
 
     def describe(self) -> dict:
         return asdict(self)
@@ -55,7 +58,12 @@ def resolve(t, device: torch.device, planned_steps: int) -> FastPath:
     if pad == "auto":
         pad = AUTO_PAD_MULTIPLE if compile_on else None
     fused = cuda if t.fused_optimizer == "auto" else bool(t.fused_optimizer)
-    return FastPath(t.compile_mode if compile_on else None, pad, fused)
+    mode, note = (t.compile_mode if compile_on else None), None
+    if uses_cudagraphs(mode) and t.grad_accum > 1:
+        # CUDA-graph trees steal a micro-batch's gradient buffer into .grad and overwrite it on the
+        # next replay, so accumulated gradients come out wrong (pytorch/pytorch#169545, #96693)
+        mode, note = "default", f"compile_mode {t.compile_mode} -> default: grad_accum > 1 breaks CUDA graphs"
+    return FastPath(mode, pad, fused, note)
 
 
 def use_cache_dir(results_dir: str | Path) -> str:

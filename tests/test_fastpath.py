@@ -285,6 +285,8 @@ def test_fast_path_auto_policy():
     forced = resolve(TrainConfig(compile=True, compile_mode="default", pad_to_multiple_of=8), cpu, 1)
     assert (forced.compile_mode, forced.pad_to_multiple_of, forced.fused_optimizer) == ("default", 8, False)
     assert resolve(TrainConfig(), cuda, 10**6).compile_mode is None  # the shipped default: opt-in
+    accum = resolve(TrainConfig(compile=True, grad_accum=2), cuda, 10)  # graphs + accumulation: wrong grads
+    assert accum.compile_mode == "default" and "grad_accum" in accum.note
 
 
 def test_bucketed_collate_pads_each_key_with_its_value():
