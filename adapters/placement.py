@@ -150,25 +150,19 @@ class FusedLowRank(nn.Module):
         self.fuse = True  # False: the per-branch split / add / cat loop (the reference; method.fast=false)
         for name in self.adapted:
             self.add_module(name, branches[name])
+        self.fusable = _fusable([branches[b] for b in self.adapted])
 
     def branch(self, block: str) -> nn.Module:
         return self.get_submodule(block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fuse and self._fusable():
+        if self.fuse and self.fusable:
             return self.base(x) + self._fused_delta(x)
         parts = list(self.base(x).split(self.block_size, dim=-1))  # (..., d_b) each
         for i, block in enumerate(self.blocks):
             if block in self.adapted:
                 parts[i] = parts[i] + self.branch(block)(x)
         return torch.cat(parts, dim=-1)
-
-    def _fusable(self) -> bool:
-        """Every branch a plain `LowRankBranch` with one scaling and one dropout rate (the LoRA family)."""
-        branches = [self.branch(b) for b in self.adapted]
-        if not all(type(br) is LowRankBranch for br in branches):
-            return False
-        return len({(br.scaling, _rate(br.dropout)) for br in branches}) == 1
 
     def _fused_delta(self, x: torch.Tensor) -> torch.Tensor:
         """s · B_fused (A_cat x): two matmuls for all blocks, as one rank-Σr LoRA (`peft_equivalent`).
@@ -178,13 +172,13 @@ class FusedLowRank(nn.Module):
         factors; the zeros cost one small copy). One dropout draw on x is shared by the branches,
         as loralib's MergedLinear does (the LoRA reference code for GPT-2's c_attn).
         """
-        branches = [self.branch(b) for b in self.adapted]
-        first = branches[0]
-        a = torch.cat([br.lora_A for br in branches]) if len(branches) > 1 else first.lora_A
+        branches = {b: self.branch(b) for b in self.adapted}
+        first = branches[self.adapted[0]]
+        a = torch.cat([br.lora_A for br in branches.values()]) if len(branches) > 1 else first.lora_A
         total, col, rows = a.shape[0], 0, []
         for block in self.blocks:
-            if block in self.adapted:
-                b = self.branch(block).lora_B
+            if block in branches:
+                b = branches[block].lora_B
                 rows.append(F.pad(b, (col, total - col - b.shape[1])))
                 col += b.shape[1]
             else:
@@ -251,8 +245,12 @@ class FusedLowRank(nn.Module):
         return self.base
 
 
-def _rate(dropout: nn.Module) -> float:
-    return dropout.p if isinstance(dropout, nn.Dropout) else 0.0
+def _fusable(branches: list[nn.Module]) -> bool:
+    """Every branch a plain `LowRankBranch` with one scaling and one dropout rate (the LoRA family)."""
+    if not all(type(br) is LowRankBranch for br in branches):
+        return False
+    rate = lambda d: d.p if isinstance(d, nn.Dropout) else 0.0  # noqa: E731
+    return len({(br.scaling, rate(br.dropout)) for br in branches}) == 1
 
 
 BranchFactory = Callable[[str, int, int, torch.Tensor], nn.Module]

@@ -7,6 +7,7 @@ import re
 from adapters.base import ConfigError, compile_pattern
 from adapters.placement import parse_targets
 from runners.config import MODEL_KEYS, TOP_KEYS, TrainConfig
+from runners.fastpath import COMPILE_MODES
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -85,9 +86,10 @@ def check_train(t: TrainConfig) -> None:
     for key in ("compile", "fused_optimizer"):
         if getattr(t, key) not in ("auto", True, False):
             raise ConfigError(f"train.{key} must be auto, true or false, got {getattr(t, key)!r}")
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    if t.compile_mode not in modes:
-        raise ConfigError(f"train.compile_mode must be one of {', '.join(modes)}, got {t.compile_mode!r}")
+    if t.compile_mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}"
+        )
     _int(t.compile_min_steps, "compile_min_steps", low=0)
     if t.pad_to_multiple_of not in ("auto", None):
         _int(t.pad_to_multiple_of, "pad_to_multiple_of")

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 
 AUTO_PAD_MULTIPLE = 16
+COMPILE_MODES = ("reduce-overhead", "default", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that use CUDA graphs
 
 
 @dataclass(frozen=True)
@@ -97,4 +99,4 @@ def bucketed(collate: Callable, pad_values: Mapping[str, int], multiple: int) ->
 
 
 def uses_cudagraphs(mode: str | None) -> bool:
-    return mode in ("reduce-overhead", "max-autotune")  # torch.compile's modes that use CUDA graphs
+    return mode in CUDAGRAPH_MODES

@@ -280,10 +280,14 @@ def _train(
         "convention": "train.batch_size is the global batch (split across processes); train.lr is used "
         "as given, not scaled with the number of processes",
     }
-    planned = t.max_steps or t.epochs * math.ceil(math.ceil(len(data.train) / t.batch_size) / t.grad_accum)
-    fast = fastpath.resolve(t, device, planned)
+    n_batches = math.ceil(len(data.train) / t.batch_size)  # = len(loader) below
+    steps_per_epoch = math.ceil(n_batches / t.grad_accum)
+    total_steps = t.max_steps or t.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    fast = fastpath.resolve(t, device, total_steps)
     record["env"]["fast_path"] = fast.describe()
     collate = data.collate or default_collate
+    eval_collate = data.eval_collate or collate  # evaluation is eager: exact padding
     if fast.pad_to_multiple_of and data.pad_values:
         collate = fastpath.bucketed(collate, data.pad_values, fast.pad_to_multiple_of)
     order = torch.Generator().manual_seed(cfg.seed)  # the data order's own stream
@@ -295,13 +299,9 @@ def _train(
         generator=order,
         num_workers=t.num_workers,
     )
-    eval_collate = data.eval_collate or collate
     evals = {
         k: DataLoader(v, batch_size=t.eval_batch_size, collate_fn=eval_collate) for k, v in data.evals.items()
     }
-    steps_per_epoch = math.ceil(len(loader) / t.grad_accum)
-    total_steps = t.max_steps or t.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
     method.setup(
         Plan(
             total_steps=total_steps,
@@ -324,13 +324,14 @@ def _train(
     main = acc.is_main_process
     eval_model = acc.unwrap_model(model)  # every process evaluates the full splits: no gather needed
     train_model, extra_loss = model, method.extra_loss
-    if fast.compile_mode is not None:  # eval_model stays eager; the first step too (fastpath docstring)
+    compiled = None  # (model, loss terms) after the first step; eval_model stays eager (fastpath docstring)
+    if fast.compile_mode is not None:
         record["env"]["fast_path"]["inductor_cache"] = fastpath.use_cache_dir(cfg.paths.results_dir)
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
-        compiled_model = torch.compile(model, mode=fast.compile_mode, dynamic=True)
-        compiled_loss = (
-            torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else None
+        compiled = (
+            torch.compile(model, mode=fast.compile_mode, dynamic=True),
+            torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else extra_loss,
         )
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
@@ -378,8 +379,8 @@ def _train(
         for i, batch in enumerate(batches, start=s["batch"]):
             bar.update()
             batch = to_device(batch)
-            if fast.compile_mode is not None and s["step"] >= 1 and train_model is model:
-                train_model, extra_loss = compiled_model, compiled_loss or method.extra_loss
+            if compiled is not None and s["step"] >= 1:
+                train_model, extra_loss = compiled
             if cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
             with acc.autocast():
@@ -387,14 +388,13 @@ def _train(
                 reg = extra_loss()
                 total = loss if reg is None else loss + reg
             acc.backward(total / t.grad_accum)
-            # copies (CUDA graphs reuse their output buffers on the next step)
             acc_state["loss"] += loss.detach().float() * len(y)
             if reg is not None:
                 acc_state["reg"] += reg.detach().float() * len(y)
             acc_state["n"] += len(y)
-            if p is not None:
+            if p is not None:  # copies of outputs: CUDA graphs reuse their output buffers on the next step
                 acc_state["preds"].append(p.detach().to(torch.float32, copy=True))
-                acc_state["labels"].append(y.detach().clone())
+                acc_state["labels"].append(y.detach())
             pending.append(total.detach().to(torch.float32, copy=True))
             if (i + 1) % t.grad_accum and i + 1 != len(loader):
                 continue

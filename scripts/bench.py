@@ -4,10 +4,10 @@
     python scripts/bench.py --workload deberta --workload gpt2 --out results/bench/h100.json   # GPU
     python scripts/bench.py --workload deberta --rows peft_lora,lora,lora@compiled,rm_lora@compiled
 
-A row is `name` or `name@variant`: `@fused` = eager with fused AdamW; `@compiled` = what the runner's
-fast path does on CUDA (train.compile=auto): torch.compile of the model (`--compile-mode`, default
-"default") and of the method's loss terms, fused AdamW, clipping and hooks eager. `--compile` alone
-compiles every row (the old switch). `--profile DIR` writes a torch.profiler table (top kernels by
+A row is `name` or `name@variant`: `@fused` = eager with fused AdamW; `@compiled` = torch.compile of
+the model (`--compile-mode`, default "default") and of the method's loss terms, fused AdamW, clipping
+and hooks eager; `@graphs` = the same in mode "reduce-overhead" (CUDA graphs), which is what the
+runner's `train.compile=true` does. `--compile` alone compiles every row (the old switch). `--profile DIR` writes a torch.profiler table (top kernels by
 device time, 3 steps) per row into DIR.
 
 Workloads (random-init real shapes, built from transformers config classes: no download):
@@ -55,6 +55,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from adapters import METHODS  # noqa: E402
 from runners.config import CONF, register_resolvers, typed  # noqa: E402
+from runners.fastpath import COMPILE_MODES, uses_cudagraphs  # noqa: E402
 
 ROWS = [
     "full_ft",
@@ -201,7 +202,7 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
         extra_loss = torch.compile(method.extra_loss, mode=mode)
     fused = variant in ("fused", "compiled", "graphs") and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
-    cudagraphs = compiled and "reduce-overhead" in mode
+    cudagraphs = compiled and uses_cudagraphs(mode)
     g = torch.Generator().manual_seed(1)
     vocab = model_config(workload["arch"], workload["size"]).vocab_size
     batch = {
@@ -336,16 +337,7 @@ def table1_estimate(
 
 VARIANTS = ("", "fused", "compiled", "graphs")
 
-PARTS = (
-    "r_lora",
-    "r_lora_plain",
-    "gm_lora",
-    "gm_lora_plain",
-    "rm_lora",
-    "rm_lora_plain",
-    "rm_lora_strict",
-    "rm_lora_strict_plain",
-)
+PARTS = tuple(r for r in ROWS if r.startswith(("r_lora", "gm_lora", "rm_lora")))  # rows with hooks to time
 
 
 def time_parts(method, optimizer, step, args, sync) -> dict:
@@ -427,7 +419,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--compile-mode",
         default="default",
-        choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+        choices=COMPILE_MODES,
         help="torch.compile mode of @compiled rows (reduce-overhead: CUDA graphs)",
     )
     p.add_argument("--rows-log", type=Path, default=None, help="append each row's result to this JSONL file")

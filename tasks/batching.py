@@ -28,3 +28,8 @@ def pad_collate(pad_values: Mapping[str, int], passthrough: tuple[str, ...] = ()
         return batch
 
     return collate
+
+
+def encoder_pads(tokenizer) -> dict[str, int]:
+    """Pad values of an encoder's token batches: the tokenizer's pad id, masks and segment ids 0."""
+    return {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}

@@ -20,6 +20,7 @@ from torch import nn
 
 from adapters.base import ConfigError
 from tasks.base import DataError, Task, TaskData
+from tasks.batching import encoder_pads
 from tasks.metrics.glue import MAIN_METRIC, TASKS, glue_metrics
 
 csv.field_size_limit(sys.maxsize)
@@ -235,8 +236,8 @@ class Glue(Task):
             return [{**{k: v[i] for k, v in enc.items()}, "labels": r["label"]} for i, r in enumerate(rows)]
 
         evals = {split: encode(rows) for split, rows in self.raw.items() if split != "train"}
-        pads = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
-        return TaskData(encode(self.raw["train"]), evals, DataCollatorWithPadding(tokenizer), pad_values=pads)
+        collate = DataCollatorWithPadding(tokenizer)
+        return TaskData(encode(self.raw["train"]), evals, collate, pad_values=encoder_pads(tokenizer))
 
     def forward(self, model, batch):
         out = model(**batch)

@@ -32,7 +32,7 @@ from torch import nn
 from adapters.base import ConfigError
 from runners.record import atomic_write
 from tasks.base import DataError, EvalContext, Task, TaskData
-from tasks.batching import pad_collate
+from tasks.batching import encoder_pads, pad_collate
 from tasks.glue import SPLIT, parse_split
 from tasks.metrics.squad import squad_scores
 
@@ -264,7 +264,7 @@ class Squad(Task):
             for split, rows in self.raw.items()
             if split != "train"
         }
-        pads = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+        pads = encoder_pads(tokenizer)
         return TaskData(train, evals, pad_collate(pads), pad_collate(pads, passthrough=("meta",)), pads)
 
     def forward(self, model, batch):
