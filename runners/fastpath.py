@@ -5,7 +5,8 @@ What runs (each a `train.*` key; `auto` decides per device and run; none changes
 - `train.compile` (default false; true; or auto = CUDA runs of >= `train.compile_min_steps` steps,
   where the warm-up pays back): the training forward (model + task loss) and the method's loss terms
   go through `torch.compile(..., dynamic=True)` in `train.compile_mode` (default "reduce-overhead":
-  CUDA graphs, one recorded per padded length). Evaluation and decoding stay eager (their shapes and
+  CUDA graphs, one recorded per padded length), via `compile`, which first moves device-less scalar
+  constants onto the run's device (`device_constants`: no CPU kernels inside a GPU graph). Evaluation and decoding stay eager (their shapes and
   control flow vary). The first optimizer step runs eager: Hugging Face models set config fields on
   their first call (e.g. `problem_type`), which would otherwise cost a recompilation. Under CUDA graphs
   the loop copies every output it keeps (graphs reuse their output buffers on the next step), and
@@ -100,3 +101,39 @@ def bucketed(collate: Callable, pad_values: Mapping[str, int], multiple: int) ->
 
 def uses_cudagraphs(mode: str | None) -> bool:
     return mode in CUDAGRAPH_MODES
+
+
+def device_constants(gm: torch.fx.GraphModule, device: torch.device) -> int:
+    """Puts the graph's device-less scalar constants (`torch.tensor(3.0)`) on `device`; returns how many.
+
+    Hugging Face's DeBERTa-v2 builds its attention scale and log-bucket constants as host tensors
+    (`torch.sqrt(torch.tensor(d) * s)`, 3 per layer; `torch.log(torch.tensor(c))` and a bucket
+    bound, 2 per forward). In a CUDA graph
+    each is a CPU kernel, which inductor compiles as C++ (on the lent H200 the first C++ compile of a
+    process took 69 s) and which keeps a host→device copy inside the step. Only 0-dim constants from
+    Python numbers move: they mix with CUDA tensors exactly as host scalars do, and their values (a
+    sqrt or log of a constant) may differ by one ulp from the host's."""
+    moved = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.tensor or "device" in node.kwargs:
+            continue
+        if len(node.args) == 1 and isinstance(
+            node.args[0], int | float | bool | torch.SymInt | torch.SymFloat
+        ):
+            node.kwargs = {**node.kwargs, "device": device}
+            moved += 1
+    if moved:
+        gm.recompile()
+    return moved
+
+
+def compile(fn: Callable, mode: str, device: torch.device, dynamic: bool | None = True) -> Callable:
+    """`torch.compile(fn, mode=mode, dynamic=dynamic)`, with `device_constants` run on every graph first
+    (on the CPU it only names the device the constants had: one code path for CPU tests and GPUs)."""
+    inductor = torch._TorchCompileInductorWrapper(mode, None, dynamic)  # what mode=... builds
+
+    def backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
+        device_constants(gm, device)
+        return inductor(gm, example_inputs, **kwargs)
+
+    return torch.compile(fn, backend=backend, dynamic=dynamic)

@@ -330,8 +330,10 @@ def _train(
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
         compiled = (
-            torch.compile(model, mode=fast.compile_mode, dynamic=True),
-            torch.compile(method.extra_loss, mode=fast.compile_mode) if method.loss_terms else extra_loss,
+            fastpath.compile(model, fast.compile_mode, acc.device),
+            fastpath.compile(method.extra_loss, fast.compile_mode, acc.device, dynamic=None)
+            if method.loss_terms
+            else extra_loss,
         )
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)

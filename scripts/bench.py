@@ -54,6 +54,7 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from adapters import METHODS  # noqa: E402
+from runners import fastpath  # noqa: E402
 from runners.config import CONF, register_resolvers, typed  # noqa: E402
 from runners.fastpath import COMPILE_MODES, uses_cudagraphs  # noqa: E402
 
@@ -196,10 +197,11 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     model, params, method = method_for(name, workload, model, device)
     compiled = variant in ("compiled", "graphs") or args.compile
     mode = {"compiled": args.compile_mode, "graphs": "reduce-overhead"}.get(variant, "default")
-    forward = torch.compile(model, mode=mode) if compiled else model
+    # the runner's compile (fastpath.compile: device-less constants moved to the GPU), static shapes
+    forward = fastpath.compile(model, mode, device, dynamic=None) if compiled else model
     extra_loss = method.extra_loss if method is not None else None
     if compiled and method is not None and method.loss_terms:
-        extra_loss = torch.compile(method.extra_loss, mode=mode)
+        extra_loss = fastpath.compile(method.extra_loss, mode, device, dynamic=None)
     fused = variant in ("fused", "compiled", "graphs") and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
     cudagraphs = compiled and uses_cudagraphs(mode)

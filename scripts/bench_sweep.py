@@ -8,7 +8,8 @@
 
 The K runs are `run.py -m <overrides> seed=1,...,K`. Per phase: wall seconds of the whole sweep
 command (start-up included), aggregate runs/hour = successful records × 3600 / wall, the ratio to the
-sequential phase, peak GPU memory (nvidia-smi, all GPUs together, sampled every second; and the
+sequential phase, the steady rate (records 2..K over the time since the first record: the fixed
+start-up of imports, CUDA and workers left out, which a long sweep amortises) and its ratio, peak GPU memory (nvidia-smi, all GPUs together, sampled every second; and the
 largest per-run `timing.peak_mem_mb` of the records), mean GPU utilisation, the number of successful
 records (should be K), and whether the packed records have the sequential ones' run_ids and final
 metrics. Output: a table on stdout and a JSON file (device, versions, date). Each phase is stopped
@@ -65,9 +66,11 @@ def phase(name: str, argv: list[str], results: Path, runs: int, timeout: float) 
     start = time.perf_counter()
     with open(log, "w") as f:  # own session: on timeout the whole sweep (workers too) is killed
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        peak_mem, util, timed_out, shown = 0.0, [], False, -1
+        peak_mem, util, timed_out, shown, seen = 0.0, [], False, -1, {}
         while proc.poll() is None:
             time.sleep(1.0)
+            for path in (results / "runs").glob("*.json"):  # when each record appeared (±1 s)
+                seen.setdefault(path.name, time.perf_counter() - start)
             if (sample := gpu_sample()) is not None:
                 peak_mem = max(peak_mem, sum(m for m, _ in sample))
                 util.append(sum(u for _, u in sample) / len(sample))
@@ -85,9 +88,15 @@ def phase(name: str, argv: list[str], results: Path, runs: int, timeout: float) 
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
     wall = time.perf_counter() - start
+    for path in (results / "runs").glob("*.json"):
+        seen.setdefault(path.name, wall)
     recs = records(results)
     ok = {k: r for k, r in recs.items() if r.get("status") == "success"}
     mems = [r["timing"].get("peak_mem_mb") for r in ok.values() if r.get("timing")]
+    done_at = sorted(seen.values())
+    # the rate once every worker is up: records 2..K over the time since the first one (start-up and
+    # the first run excluded), which is what a long sweep converges to
+    steady = (len(done_at) - 1) * 3600 / (done_at[-1] - done_at[0]) if len(done_at) > 2 else None
     row = {
         "phase": name,
         "returncode": proc.returncode,
@@ -96,6 +105,8 @@ def phase(name: str, argv: list[str], results: Path, runs: int, timeout: float) 
         "success": len(ok),
         "runs": runs,
         "runs_per_hour": len(ok) * 3600 / wall,
+        "first_record_s": done_at[0] if done_at else None,
+        "steady_runs_per_hour": steady,
         "gpu_peak_mem_mib": peak_mem or None,
         "gpu_mean_util_pct": sum(util) / len(util) if util else None,
         "max_run_peak_mem_mb": max((m for m in mems if m is not None), default=None),
@@ -180,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         if ref is not None and ref["runs_per_hour"]:
             row["ratio_vs_sequential"] = row["runs_per_hour"] / ref["runs_per_hour"]
+            if row["steady_runs_per_hour"] and ref.get("steady_runs_per_hour"):
+                row["steady_ratio"] = row["steady_runs_per_hour"] / ref["steady_runs_per_hour"]
             if row is not ref and ref["_records"]:  # (a --reference whose results dir is gone: none)
                 row.update(compare(ref["_records"], row["_records"]))
     result = {
@@ -203,6 +216,8 @@ def print_table(result: dict) -> None:
         "wall_s",
         "runs_per_hour",
         "ratio_vs_sequential",
+        "first_record_s",
+        "steady_ratio",
         "gpu_peak_mem_mib",
         "gpu_mean_util_pct",
     )

@@ -11,6 +11,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 from adapters import METHODS
 from adapters.masking import DirectionMask, draw_directions
 from adapters.orthogonal import orthogonality_penalty, orthogonality_penalty_loop, row_matrix_groups
+from runners import fastpath
 from runners.config import typed
 from tests.conftest import make_cfg
 
@@ -362,3 +363,47 @@ def test_compiled_runner_trains_like_the_eager_runner(tmp_path, glue_dir):
     history_c = [(h["train_loss"], h["train_reg"]) for h in compiled["metrics"]["history"]]
     torch.testing.assert_close(torch.tensor(history_c), torch.tensor(history), rtol=1e-4, atol=1e-5)
     assert any((tmp_path / "compiled" / ".cache" / "inductor").rglob("*.py"))  # compiled kernels, cached
+
+
+def _constants_moved(fn, *args, **kwargs):
+    """(how many, the devices of the graph's torch.tensor nodes) after `device_constants` to `meta`,
+    run on a copy of the graph Dynamo captures; the call itself runs the graph as traced."""
+    seen = {}
+
+    def backend(gm, example_inputs):
+        moved = copy.deepcopy(gm)
+        seen["moved"] = fastpath.device_constants(moved, torch.device("meta"))
+        seen["ctors"] = [n.kwargs.get("device") for n in moved.graph.nodes if n.target is torch.tensor]
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend, dynamic=True)(*args, **kwargs)
+    return seen["moved"], seen["ctors"]
+
+
+def test_device_constants_moves_debertas_host_scalars_and_nothing_else():
+    """DeBERTa-v2 builds host-tensor constants (3 attention scales per layer, 2 log-bucket bounds);
+    in a CUDA graph each would be a CPU kernel. The pass gives them the device and leaves tensors that
+    name a device, or are not Python scalars, alone. The target here is `meta`, so that a moved
+    constant is visible on a CPU-only machine."""
+    import transformers
+
+    cfg = transformers.DebertaV2Config(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        relative_attention=True, position_buckets=16, norm_rel_ebd="layer_norm", share_att_key=True,
+        pos_att_type=["p2c", "c2p"], position_biased_input=False, max_relative_positions=-1,
+    )  # fmt: skip
+    model = transformers.DebertaV2ForSequenceClassification(cfg).eval()
+    x = torch.randint(0, 50, (2, 7))
+    moved, ctors = _constants_moved(model, input_ids=x, attention_mask=torch.ones_like(x))
+    assert moved == 3 * cfg.num_hidden_layers + 2
+    assert len(ctors) == moved and all(d == torch.device("meta") for d in ctors)
+
+    def f(x):
+        return x / torch.sqrt(torch.tensor(16.0)) + torch.tensor([1.0, 2.0]) + torch.tensor(1.0, device="cpu")
+
+    moved, ctors = _constants_moved(f, torch.ones(2))
+    assert moved == 1 and ctors.count(torch.device("meta")) == 1  # not the list, not the explicit cpu
+    torch._dynamo.reset()
+    x = torch.randn(2)
+    assert torch.allclose(fastpath.compile(f, "default", torch.device("cpu"))(x), f(x))
