@@ -103,23 +103,28 @@ def uses_cudagraphs(mode: str | None) -> bool:
     return mode in CUDAGRAPH_MODES
 
 
+_TENSOR_CTORS = (torch.tensor, torch._refs.tensor)  # Dynamo writes the second for symbolic data
+_SCALARS = (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool)
+
+
 def device_constants(gm: torch.fx.GraphModule, device: torch.device) -> int:
     """Puts the graph's device-less scalar constants (`torch.tensor(3.0)`) on `device`; returns how many.
 
     Hugging Face's DeBERTa-v2 builds its attention scale and log-bucket constants as host tensors
-    (`torch.sqrt(torch.tensor(d) * s)`, 3 per layer; `torch.log(torch.tensor(c))` and a bucket
-    bound, 2 per forward). In a CUDA graph
-    each is a CPU kernel, which inductor compiles as C++ (on the lent H200 the first C++ compile of a
-    process took 69 s) and which keeps a host→device copy inside the step. Only 0-dim constants from
-    Python numbers move: they mix with CUDA tensors exactly as host scalars do, and their values (a
-    sqrt or log of a constant) may differ by one ulp from the host's."""
+    (`torch.sqrt(torch.tensor(d) * s)`, 3 per layer; `torch.log(torch.tensor(c))` and a bucket bound,
+    2 per forward). In a CUDA graph each is a CPU kernel, which inductor compiles as C++ (on the lent
+    H200 the first C++ compile of a process took 69 s) and which keeps a host→device copy inside the
+    step. Only 0-dim constants of Python numbers (or symbolic sizes) move: they mix with CUDA tensors
+    exactly as host scalars do, and their values (a sqrt or log of a constant) may differ by one ulp
+    from the host's."""
     moved = 0
     for node in gm.graph.nodes:
-        if node.op != "call_function" or node.target is not torch.tensor or "device" in node.kwargs:
+        if node.op != "call_function" or node.target not in _TENSOR_CTORS or "device" in node.kwargs:
             continue
-        if len(node.args) == 1 and isinstance(
-            node.args[0], int | float | bool | torch.SymInt | torch.SymFloat
-        ):
+        data = node.args[0] if len(node.args) == 1 else None
+        if isinstance(data, torch.fx.Node):  # a symbolic size (dynamic shapes): its traced value
+            data = data.meta.get("example_value")
+        if isinstance(data, _SCALARS):
             node.kwargs = {**node.kwargs, "device": device}
             moved += 1
     if moved:

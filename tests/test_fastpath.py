@@ -373,7 +373,8 @@ def _constants_moved(fn, *args, **kwargs):
     def backend(gm, example_inputs):
         moved = copy.deepcopy(gm)
         seen["moved"] = fastpath.device_constants(moved, torch.device("meta"))
-        seen["ctors"] = [n.kwargs.get("device") for n in moved.graph.nodes if n.target is torch.tensor]
+        ctors = (torch.tensor, torch._refs.tensor)
+        seen["ctors"] = [n.kwargs.get("device") for n in moved.graph.nodes if n.target in ctors]
         return gm.forward
 
     torch._dynamo.reset()
@@ -400,10 +401,11 @@ def test_device_constants_moves_debertas_host_scalars_and_nothing_else():
     assert len(ctors) == moved and all(d == torch.device("meta") for d in ctors)
 
     def f(x):
-        return x / torch.sqrt(torch.tensor(16.0)) + torch.tensor([1.0, 2.0]) + torch.tensor(1.0, device="cpu")
+        scale = torch.sqrt(torch.tensor(16.0)) * torch.tensor(x.shape[0])  # a constant, a symbolic size
+        return x / scale + torch.tensor([1.0, 2.0]) + torch.tensor(1.0, device="cpu")
 
     moved, ctors = _constants_moved(f, torch.ones(2))
-    assert moved == 1 and ctors.count(torch.device("meta")) == 1  # not the list, not the explicit cpu
+    assert moved == 2 and ctors.count(torch.device("meta")) == 2  # not the list, not the explicit cpu
     torch._dynamo.reset()
     x = torch.randn(2)
     assert torch.allclose(fastpath.compile(f, "default", torch.device("cpu"))(x), f(x))
