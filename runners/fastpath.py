@@ -6,14 +6,15 @@ What runs (each a `train.*` key; `auto` decides per device and run; none changes
   where the warm-up pays back): the training forward (model + task loss) and the method's loss terms
   go through `torch.compile(..., dynamic=True)` in `train.compile_mode` (default "reduce-overhead":
   CUDA graphs, one recorded per padded length), via `compile`, which first moves device-less scalar
-  constants onto the run's device (`device_constants`: no CPU kernels inside a GPU graph). Evaluation and decoding stay eager (their shapes and
-  control flow vary). The first optimizer step runs eager: Hugging Face models set config fields on
-  their first call (e.g. `problem_type`), which would otherwise cost a recompilation. Under CUDA graphs
-  the loop copies every output it keeps (graphs reuse their output buffers on the next step), and
-  with `train.grad_accum > 1` the mode falls back to "default" (CUDA-graph trees overwrite
-  accumulated gradients: pytorch/pytorch#169545), said in the record's `env.fast_path.note`.
-  Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
-  unless the user set it), so the later runs of a sweep load kernels instead of compiling them.
+  constants onto the run's device (`device_constants`: no CPU kernels inside a GPU graph).
+  Evaluation and decoding stay eager (their shapes and control flow vary). The first optimizer step
+  runs eager: Hugging Face models set config fields on their first call (e.g. `problem_type`), which
+  would otherwise cost a recompilation. Under CUDA graphs the loop copies every output it keeps
+  (graphs reuse their output buffers on the next step), and with `train.grad_accum > 1` the mode
+  falls back to "default" (CUDA-graph trees overwrite accumulated gradients:
+  pytorch/pytorch#169545), said in the record's `env.fast_path.note`. Compiled code is cached on
+  disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`, unless the user set it), so
+  the later runs of a sweep load kernels instead of compiling them.
 - `train.pad_to_multiple_of` (auto: 16 when compiling, else exact dynamic padding): token batches
   are right-padded to a multiple of this length with the task's own pad values
   (`TaskData.pad_values`), so compiled code sees a handful of lengths instead of one per batch.

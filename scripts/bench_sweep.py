@@ -7,15 +7,16 @@
         --out results/bench/sweep_h200.json                                                            # GPU
 
 The K runs are `run.py -m <overrides> seed=1,...,K`. Per phase: wall seconds of the whole sweep
-command (start-up included), aggregate runs/hour = successful records × 3600 / wall, the ratio to the
-sequential phase, the steady rate (records 2..K over the time since the first record: the fixed
-start-up of imports, CUDA and workers left out, which a long sweep amortises) and its ratio, peak GPU memory (nvidia-smi, all GPUs together, sampled every second; and the
-largest per-run `timing.peak_mem_mb` of the records), mean GPU utilisation, the number of successful
-records (should be K), and whether the packed records have the sequential ones' run_ids and final
-metrics. Output: a table on stdout and a JSON file (device, versions, date). Each phase is stopped
-(SIGTERM, then SIGKILL) after --timeout seconds; its row says so and its runs/hour still counts the
-records that succeeded by then. Exit status 1 unless every phase has K successful records. Timings are measurements of this machine at this
-moment: nothing is asserted about them in tests.
+command (start-up included), aggregate runs/hour = successful records × 3600 / wall, the ratio to
+the sequential phase, the steady rate (records 2..K over the time since the first record: the fixed
+start-up of imports, CUDA and workers left out, which a long sweep amortises) and its ratio, peak
+GPU memory (nvidia-smi, all GPUs together, sampled every second; and the largest per-run
+`timing.peak_mem_mb` of the records), mean GPU utilisation, the number of successful records (should
+be K), and whether the packed records have the sequential ones' run_ids and final metrics. Output: a
+table on stdout and a JSON file (device, versions, date). Each phase is stopped (SIGTERM, then
+SIGKILL) after --timeout seconds; its row says so and its runs/hour still counts the records that
+succeeded by then. Exit status 1 unless every phase has K successful records. Timings are
+measurements of this machine at this moment: nothing is asserted about them in tests.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def phase(name: str, argv: list[str], results: Path, runs: int, timeout: float) 
     done_at = sorted(seen.values())
     # the rate once every worker is up: records 2..K over the time since the first one (start-up and
     # the first run excluded), which is what a long sweep converges to
-    steady = (len(done_at) - 1) * 3600 / (done_at[-1] - done_at[0]) if len(done_at) > 2 else None
+    span = done_at[-1] - done_at[0] if done_at else 0.0
+    steady = (len(done_at) - 1) * 3600 / span if span > 0 else None
     row = {
         "phase": name,
         "returncode": proc.returncode,
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         if ref is not None and ref["runs_per_hour"]:
             row["ratio_vs_sequential"] = row["runs_per_hour"] / ref["runs_per_hour"]
-            if row["steady_runs_per_hour"] and ref.get("steady_runs_per_hour"):
+            if row.get("steady_runs_per_hour") and ref.get("steady_runs_per_hour"):
                 row["steady_ratio"] = row["steady_runs_per_hour"] / ref["steady_runs_per_hour"]
             if row is not ref and ref["_records"]:  # (a --reference whose results dir is gone: none)
                 row.update(compare(ref["_records"], row["_records"]))
