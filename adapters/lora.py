@@ -22,7 +22,7 @@ from adapters.base import ConfigError, Method, freeze_all_but, match_modules
 from adapters.lowrank import LowRankLinear
 from adapters.masking import MODES, DirectionMask
 from adapters.orthogonal import FORMS, OrthogonalityRegularizer
-from adapters.placement import FusedLowRank, LowRankBranch, place
+from adapters.placement import LowRankBranch, place
 
 
 @dataclass
@@ -115,10 +115,7 @@ def apply(
             d_in, d_out, cfg.rank, cfg.alpha, like, cfg.dropout, cfg.init, cfg.init_std, name
         )
 
-    lowrank = place(model, targets, make_whole, make_branch)
-    for m in model.modules():
-        if isinstance(m, FusedLowRank):
-            m.fuse = cfg.fast  # one rank-Σr matmul pair per fused module, or the per-branch loop
+    lowrank = place(model, targets, make_whole, make_branch, fuse=cfg.fast)
     method = Method(
         name=cfg.name,
         model=model,

@@ -136,7 +136,9 @@ class PeftLora:
 class FusedLowRank(nn.Module):
     """Frozen fused `base` (d_in → n·d_b) plus one branch per adapted output block (module docstring)."""
 
-    def __init__(self, base: nn.Module, blocks: tuple[str, ...], branches: dict[str, nn.Module]):
+    def __init__(
+        self, base: nn.Module, blocks: tuple[str, ...], branches: dict[str, nn.Module], fuse: bool = True
+    ):
         super().__init__()
         d_in, d_out = in_out_features(base)
         if d_out % len(blocks):
@@ -147,7 +149,7 @@ class FusedLowRank(nn.Module):
         for p in base.parameters():
             p.requires_grad_(False)
         self.adapted = tuple(b for b in blocks if b in branches)
-        self.fuse = True  # False: the per-branch split / add / cat loop (the reference; method.fast=false)
+        self.fuse = fuse  # False: the per-branch split / add / cat loop (the reference; method.fast=false)
         for name in self.adapted:
             self.add_module(name, branches[name])
         self.fusable = _fusable([branches[b] for b in self.adapted])
@@ -261,12 +263,14 @@ def place(
     targets,
     make_whole: Callable[[str, nn.Module], nn.Module],
     make_branch: BranchFactory,
+    fuse: bool = True,
 ) -> dict[str, nn.Module]:
     """Wraps every target in `model`; returns the low-rank modules by qualified name.
 
     Regex targets: `make_whole(name, module)` replaces the module and is the low-rank entry.
     Split targets: a `FusedLowRank` replaces the module; `make_branch(name, d_in, d_b, weight)`
-    builds each adapted block's branch, and each branch (`<module>.<block>`) is an entry.
+    builds each adapted block's branch, and each branch (`<module>.<block>`) is an entry. `fuse`:
+    whether fusable blocks run as one matmul pair (`FusedLowRank._fused_delta`) or the branch loop.
     """
     whole, splits = parse_targets(targets)
     whole_found = match_modules(model, whole, "target")
@@ -284,7 +288,7 @@ def place(
         d_in, d_out = in_out_features(module)
         d_b = d_out // len(split.blocks)
         branches = {b: make_branch(f"{name}.{b}", d_in, d_b, module.weight) for b in split.adapt}
-        return FusedLowRank(module, split.blocks, branches)
+        return FusedLowRank(module, split.blocks, branches, fuse)
 
     for name, fused in inject(model, {n: m for n, (m, _) in split_found.items()}, make_fused).items():
         lowrank.update({f"{name}.{b}": fused.branch(b) for b in fused.adapted})

@@ -330,7 +330,7 @@ def _train(
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
         compiled = (
-            fastpath.compile(model, fast.compile_mode, acc.device),
+            fastpath.compile(model, fast.compile_mode, acc.device, dynamic=True),
             fastpath.compile(method.extra_loss, fast.compile_mode, acc.device, dynamic=None)
             if method.loss_terms
             else extra_loss,

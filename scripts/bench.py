@@ -56,7 +56,6 @@ from omegaconf import OmegaConf  # noqa: E402
 from adapters import METHODS  # noqa: E402
 from runners import fastpath  # noqa: E402
 from runners.config import CONF, register_resolvers, typed  # noqa: E402
-from runners.fastpath import COMPILE_MODES, uses_cudagraphs  # noqa: E402
 
 ROWS = [
     "full_ft",
@@ -204,7 +203,7 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
         extra_loss = fastpath.compile(method.extra_loss, mode, device, dynamic=None)
     fused = variant in ("fused", "compiled", "graphs") and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
-    cudagraphs = compiled and uses_cudagraphs(mode)
+    cudagraphs = compiled and fastpath.uses_cudagraphs(mode)
     g = torch.Generator().manual_seed(1)
     vocab = model_config(workload["arch"], workload["size"]).vocab_size
     batch = {
@@ -421,7 +420,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--compile-mode",
         default="default",
-        choices=COMPILE_MODES,
+        choices=fastpath.COMPILE_MODES,
         help="torch.compile mode of @compiled rows (reduce-overhead: CUDA graphs)",
     )
     p.add_argument("--rows-log", type=Path, default=None, help="append each row's result to this JSONL file")

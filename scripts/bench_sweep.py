@@ -76,7 +76,7 @@ def phase(name: str, argv: list[str], results: Path, runs: int, timeout: float) 
                 peak_mem = max(peak_mem, sum(m for m, _ in sample))
                 util.append(sum(u for _, u in sample) / len(sample))
             elapsed = time.perf_counter() - start
-            done = len(list((results / "runs").glob("*.json")))
+            done = len(seen)
             if done != shown or int(elapsed) % 30 == 0:
                 print(f"[{name}] {done}/{runs} records, {elapsed:.0f} s", flush=True)
                 shown = done
