@@ -1,5 +1,7 @@
 """Entry point: `python run.py [model=...] [task=...] [method=...] [key=value ...]`, `-m` for sweeps."""
 
+import faulthandler
+import signal
 import sys
 
 import hydra
@@ -11,6 +13,8 @@ from runners.config import check_overrides, precheck, register_resolvers
 from tasks.base import DataError
 
 register_resolvers()
+if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack: where a run hangs
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -7,7 +7,7 @@ import re
 from adapters.base import ConfigError, compile_pattern
 from adapters.placement import parse_targets
 from runners.config import MODEL_KEYS, TOP_KEYS, TrainConfig
-from runners.fastpath import COMPILE_MODES
+from runners.fastpath import COMPILE_MODES, COMPILE_SCOPES
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -89,6 +89,10 @@ def check_train(t: TrainConfig) -> None:
     if t.compile_mode not in COMPILE_MODES:
         raise ConfigError(
             f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}"
+        )
+    if t.compile_scope not in COMPILE_SCOPES:
+        raise ConfigError(
+            f"train.compile_scope must be one of {', '.join(COMPILE_SCOPES)}, got {t.compile_scope!r}"
         )
     _int(t.compile_min_steps, "compile_min_steps", low=0)
     if t.pad_to_multiple_of not in ("auto", None):

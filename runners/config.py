@@ -27,6 +27,7 @@ NOT_HASHED_TRAIN = (
     "check_every",
     "compile",
     "compile_mode",
+    "compile_scope",
     "compile_min_steps",
     "pad_to_multiple_of",
     "fused_optimizer",
@@ -82,6 +83,7 @@ class TrainConfig:
         False  # torch.compile the training forward (runners/fastpath.py); auto: long CUDA runs
     )
     compile_mode: str = "reduce-overhead"
+    compile_scope: str = "blocks"  # blocks: the repeated layers (one compile for all) | model
     compile_min_steps: int = 1000  # compile=auto compiles runs of at least this many optimizer steps
     pad_to_multiple_of: int | str | None = "auto"  # auto: 16 when compiling, else exact dynamic padding
     fused_optimizer: bool | str = "auto"  # fused AdamW kernel; auto: CUDA

@@ -28,15 +28,20 @@ Measurements: docs/PERFORMANCE.md.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.fx.experimental._config
+from torch import nn
 
 AUTO_PAD_MULTIPLE = 16
 COMPILE_MODES = ("reduce-overhead", "default", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_SCOPES = ("blocks", "model")  # what train.compile_scope compiles (CompiledBlocks, compile)
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that use CUDA graphs
 
 
@@ -133,13 +138,100 @@ def device_constants(gm: torch.fx.GraphModule, device: torch.device) -> int:
     return moved
 
 
-def compile(fn: Callable, mode: str, device: torch.device, dynamic: bool | None = True) -> Callable:
-    """`torch.compile(fn, mode=mode, dynamic=dynamic)`, with `device_constants` run on every graph first
-    (on the CPU it only names the device the constants had: one code path for CPU tests and GPUs)."""
+@contextmanager
+def tracing_config():
+    """Dynamo settings for our graphs, set while a compiled call may trace (set by hand: `config.patch()`
+    costs 15x more per call).
+
+    - Python float attributes (LoRA's `scaling`, LayerNorm's `eps`) become constants. Dynamo's default
+      (`specialize_float=False`) makes each a 0-dim CPU tensor input whose casts the backward runs as
+      CPU kernels; on the H200 such a backward crashed (segmentation fault) under CUDA graphs, and ran
+      once the floats were constants. A changed float recompiles, as any other constant does.
+    - No duck shapes: by default equal sizes share one symbol, so a batch of 32 in a model of width 32
+      (or a padded length equal to the batch) is traced as that one size, and the last, smaller batch
+      of an epoch or the next length recompiles (seen on tiny_deberta: 4 compiles instead of 2)."""
+    dynamo, shapes = torch._dynamo.config, torch.fx.experimental._config
+    old = dynamo.specialize_float, shapes.use_duck_shape
+    dynamo.specialize_float, shapes.use_duck_shape = True, False
+    try:
+        yield
+    finally:
+        dynamo.specialize_float, shapes.use_duck_shape = old
+
+
+def _backend(mode: str, device: torch.device, dynamic: bool | None) -> Callable:
+    """Inductor in `mode`, after `device_constants`. Dynamo's cache entries belong to one backend
+    object: functions that should share compiled code must share this one."""
     inductor = torch._TorchCompileInductorWrapper(mode, None, dynamic)  # what mode=... builds
 
     def backend(gm: torch.fx.GraphModule, example_inputs, **kwargs):
         device_constants(gm, device)
         return inductor(gm, example_inputs, **kwargs)
 
-    return torch.compile(fn, backend=backend, dynamic=dynamic)
+    return backend
+
+
+def compile(fn: Callable, mode: str, device: torch.device, dynamic: bool | None = True) -> Callable:
+    """`torch.compile(fn, mode=mode, dynamic=dynamic)`, with `device_constants` run on every graph first
+    (on the CPU it only names the device the constants had: one code path for CPU tests and GPUs),
+    called under `tracing_config`."""
+    compiled = torch.compile(fn, backend=_backend(mode, device, dynamic), dynamic=dynamic)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with tracing_config():
+            return compiled(*args, **kwargs)
+
+    return call
+
+
+def repeated_blocks(model: nn.Module) -> list[nn.Module]:
+    """The members of every `nn.ModuleList` of two or more modules of one class (a transformer's layers),
+    outermost lists only (a list inside a block is part of that block)."""
+    blocks: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        if isinstance(module, nn.ModuleList) and len(module) > 1 and len({type(m) for m in module}) == 1:
+            blocks.extend(module)
+            inside.update(id(m) for b in module for m in b.modules())
+    return blocks
+
+
+class CompiledBlocks:
+    """Regional compilation: each repeated block's forward compiled, used only inside `active()`.
+
+    The blocks of a model share their code, so Dynamo traces and inductor compiles one block (once per
+    grad mode) and every other block reuses it (its parameters are graph inputs): warm-up is about a
+    layer's compile instead of the whole model's. Outside `active()` (the first step, evaluation) the
+    blocks run their eager forward; the rest of the model (embeddings, head, loss) always runs eager."""
+
+    def __init__(self, model: nn.Module, mode: str, device: torch.device, dynamic: bool | None = True):
+        self.blocks = repeated_blocks(model)
+        self.on = False
+        backend = _backend(mode, device, dynamic)
+        for block in self.blocks:
+            eager = block.forward
+            compiled = torch.compile(eager, backend=backend, dynamic=dynamic)
+            block.forward = self._dispatch(eager, compiled)
+
+    def _dispatch(self, eager: Callable, compiled: Callable) -> Callable:
+        @functools.wraps(eager)
+        def forward(*args, **kwargs):
+            return (compiled if self.on else eager)(*args, **kwargs)
+
+        return forward
+
+    def describe(self) -> str:
+        names = sorted({type(b).__name__ for b in self.blocks})
+        return f"{len(self.blocks)} blocks ({', '.join(names)})"
+
+    @contextmanager
+    def active(self):
+        self.on = True
+        try:
+            with tracing_config():
+                yield
+        finally:
+            self.on = False

@@ -17,7 +17,7 @@ import resource
 import signal
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -323,18 +323,25 @@ def _train(
         loader = acc.prepare(loader)
     main = acc.is_main_process
     eval_model = acc.unwrap_model(model)  # every process evaluates the full splits: no gather needed
-    train_model, extra_loss = model, method.extra_loss
-    compiled = None  # (model, loss terms) after the first step; eval_model stays eager (fastpath docstring)
+    train_model, extra_loss, compiled_scope = model, method.extra_loss, nullcontext
+    compiled = None  # (model, loss terms, scope) after the first step; evaluation stays eager (fastpath)
     if fast.compile_mode is not None:
         record["env"]["fast_path"]["inductor_cache"] = fastpath.use_cache_dir(cfg.paths.results_dir)
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
-        compiled = (
-            fastpath.compile(model, fast.compile_mode, acc.device, dynamic=True),
-            fastpath.compile(method.extra_loss, fast.compile_mode, acc.device, dynamic=None)
-            if method.loss_terms
-            else extra_loss,
-        )
+        loss_terms = method.extra_loss
+        if method.loss_terms:
+            loss_terms = fastpath.compile(method.extra_loss, fast.compile_mode, acc.device, dynamic=None)
+        blocks = None
+        if t.compile_scope == "blocks":  # regional: one layer's compile, eager embeddings / head / loss
+            blocks = fastpath.CompiledBlocks(eval_model, fast.compile_mode, acc.device, dynamic=True)
+        if blocks is not None and blocks.blocks:
+            compiled = (model, loss_terms, blocks.active)
+            record["env"]["fast_path"]["compiled"] = blocks.describe()
+        else:  # compile_scope=model, or a model without repeated layers: the whole training forward
+            whole = fastpath.compile(model, fast.compile_mode, acc.device, dynamic=True)
+            compiled = (whole, loss_terms, nullcontext)
+            record["env"]["fast_path"]["compiled"] = "model"
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
 
@@ -382,10 +389,10 @@ def _train(
             bar.update()
             batch = to_device(batch)
             if compiled is not None and s["step"] >= 1:
-                train_model, extra_loss = compiled
+                train_model, extra_loss, compiled_scope = compiled
             if cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            with acc.autocast():
+            with acc.autocast(), compiled_scope():
                 loss, p, y = task.forward(train_model, batch)
                 reg = extra_loss()
                 total = loss if reg is None else loss + reg

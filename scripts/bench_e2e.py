@@ -43,6 +43,7 @@ import datetime as dt
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -265,11 +266,15 @@ def _files(path: str | None) -> int:
 
 
 def _run(cmd: list[str], env: dict, log, timeout: float | None) -> int | str:
-    """The child's exit code, or "timeout" (SIGTERM: the runner checkpoints and stops; SIGKILL 30 s later)."""
+    """The child's exit code, or "timeout" (SIGUSR1: run.py prints its stacks into the log; then SIGTERM:
+    the runner checkpoints and stops; SIGKILL 30 s later)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        if cmd[1].endswith("run.py"):
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
         proc.terminate()
         try:
             proc.wait(timeout=30)

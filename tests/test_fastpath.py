@@ -359,6 +359,7 @@ def test_compiled_runner_trains_like_the_eager_runner(tmp_path, glue_dir):
     assert eager["env"]["fast_path"]["compile_mode"] is None
     assert compiled["env"]["fast_path"]["compile_mode"] == "reduce-overhead"
     assert compiled["env"]["fast_path"]["pad_to_multiple_of"] == 16
+    assert compiled["env"]["fast_path"]["compiled"] == "2 blocks (DebertaV2Layer)"  # compile_scope=blocks
     history = [(h["train_loss"], h["train_reg"]) for h in eager["metrics"]["history"]]
     history_c = [(h["train_loss"], h["train_reg"]) for h in compiled["metrics"]["history"]]
     torch.testing.assert_close(torch.tensor(history_c), torch.tensor(history), rtol=1e-4, atol=1e-5)
@@ -409,3 +410,70 @@ def test_device_constants_moves_debertas_host_scalars_and_nothing_else():
     torch._dynamo.reset()
     x = torch.randn(2)
     assert torch.allclose(fastpath.compile(f, "default", torch.device("cpu"))(x), f(x))
+
+
+def test_compile_traces_float_attributes_as_constants(monkeypatch):
+    """A LoRA `scaling` float must not become a 0-dim CPU tensor input of the graph (Dynamo's default
+    under dynamic shapes): its casts would run as CPU kernels inside a GPU step."""
+    graphs = []
+    real = fastpath.device_constants
+    monkeypatch.setattr(fastpath, "device_constants", lambda gm, d: graphs.append(gm) or real(gm, d))
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.scaling = torch.nn.Linear(3, 3), 0.5
+
+        def forward(self, x):
+            return self.lin(x) * self.scaling
+
+    torch._dynamo.reset()
+    m, x = Scaled(), torch.randn(4, 3)
+    assert torch.allclose(fastpath.compile(m, "default", torch.device("cpu"))(x), m(x))
+    values = [n.meta.get("example_value") for g in graphs for n in g.graph.nodes if n.op == "placeholder"]
+    assert graphs and not [v for v in values if torch.is_tensor(v) and v.ndim == 0]
+    assert torch._dynamo.config.specialize_float is False  # the process's setting is left as it was
+
+
+def test_compiled_blocks_trace_one_layer_for_all_and_only_while_active(monkeypatch):
+    """Regional compilation: the encoder's layers are found; one graph serves every layer, batch size
+    and padded length (also sizes equal to the width); outside `active()` the layers run eager; the
+    compiled layers give the eager loss and gradients."""
+    import transformers
+
+    graphs = []
+    monkeypatch.setattr(  # the graph Dynamo hands inductor, run as traced: no C++ compile in this test
+        torch, "_TorchCompileInductorWrapper", lambda *a: lambda gm, ex, **k: graphs.append(gm) or gm.forward
+    )
+    cfg = transformers.DebertaV2Config(
+        vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+        relative_attention=True, position_buckets=16, norm_rel_ebd="layer_norm", share_att_key=True,
+        pos_att_type=["p2c", "c2p"], position_biased_input=False, max_relative_positions=-1,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    model = transformers.DebertaV2ForSequenceClassification(cfg)
+    assert fastpath.repeated_blocks(model) == list(model.deberta.encoder.layer)
+
+    def loss_and_grads(x):
+        model.zero_grad()
+        labels = torch.arange(len(x)) % 2
+        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=labels).loss
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    # sizes equal to the width (16) and to each other: duck shapes would specialize them and recompile
+    shapes = [(16, 16), (3, 16), (2, 7)]
+    inputs = [torch.randint(0, 50, s, generator=torch.Generator().manual_seed(s[1])) for s in shapes]
+    eager = [loss_and_grads(x) for x in inputs]
+    torch._dynamo.reset()
+    blocks = fastpath.CompiledBlocks(model, "default", torch.device("cpu"))
+    assert blocks.describe() == "4 blocks (DebertaV2Layer)"
+    again = [loss_and_grads(x) for x in inputs]
+    assert not graphs  # inactive: the eager forward, nothing traced
+    assert all(torch.equal(g, w) for got, want in zip(again, eager) for g, w in zip(got, want))
+    with blocks.active():
+        compiled = [loss_and_grads(x) for x in inputs]
+    assert len(graphs) == 1  # one trace for 4 layers and 3 shapes (dynamic shapes, no duck sizing)
+    for got, want in zip(compiled, eager):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)

@@ -113,6 +113,7 @@ def test_failed_run_writes_a_failed_record(cfg_factory, tmp_path):
             "missing GLUE file /nonexistent/RTE",
         ),
         (("method.name=nope",), ConfigError, f"unknown method 'nope'; valid: {VALID_METHODS}"),
+        (("train.compile_scope=layers",), ConfigError, "compile_scope must be one of blocks, model"),
     ],
 )
 def test_bad_inputs_fail_before_training(overrides, error, message, cfg_factory, capsys):
