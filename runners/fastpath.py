@@ -3,18 +3,20 @@
 What runs (each a `train.*` key; `auto` decides per device and run; none changes run_id):
 
 - `train.compile` (default false; true; or auto = CUDA runs of >= `train.compile_min_steps` steps,
-  where the warm-up pays back): the training forward (model + task loss) and the method's loss terms
-  go through `torch.compile(..., dynamic=True)` in `train.compile_mode` (default "reduce-overhead":
-  CUDA graphs, one recorded per padded length), via `compile`, which first moves device-less scalar
-  constants onto the run's device (`device_constants`: no CPU kernels inside a GPU graph).
-  Evaluation and decoding stay eager (their shapes and control flow vary). The first optimizer step
-  runs eager: Hugging Face models set config fields on their first call (e.g. `problem_type`), which
-  would otherwise cost a recompilation. Under CUDA graphs the loop copies every output it keeps
-  (graphs reuse their output buffers on the next step), and with `train.grad_accum > 1` the mode
-  falls back to "default" (CUDA-graph trees overwrite accumulated gradients:
-  pytorch/pytorch#169545), said in the record's `env.fast_path.note`. Compiled code is cached on
-  disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`, unless the user set it), so
-  the later runs of a sweep load kernels instead of compiling them.
+  where the warm-up pays back): the training forward and the method's loss terms go through
+  `torch.compile(..., dynamic=True)` in `train.compile_mode` (default "reduce-overhead": CUDA graphs,
+  one recorded per padded length). `train.compile_scope` says what of the forward: `blocks` (default,
+  `CompiledBlocks`: the repeated layers, one compile serving all of them) or `model` (`compile`: the
+  whole forward, task loss included). Every graph first gets its device-less scalar constants on the
+  run's device (`device_constants`: no CPU kernels inside a GPU graph) and is traced under
+  `tracing_config` (floats as constants, no duck shapes). Evaluation and decoding stay eager (their
+  shapes and control flow vary). The first optimizer step runs eager: Hugging Face models set config
+  fields on their first call (e.g. `problem_type`), which would otherwise cost a recompilation. Under
+  CUDA graphs the loop copies every output it keeps (graphs reuse their output buffers on the next
+  step), and with `train.grad_accum > 1` the mode falls back to "default" (CUDA-graph trees overwrite
+  accumulated gradients: pytorch/pytorch#169545), said in the record's `env.fast_path.note`.
+  Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
+  unless the user set it), so the later runs of a sweep load kernels instead of compiling them.
 - `train.pad_to_multiple_of` (auto: 16 when compiling, else exact dynamic padding): token batches
   are right-padded to a multiple of this length with the task's own pad values
   (`TaskData.pad_values`), so compiled code sees a handful of lengths instead of one per batch.
@@ -202,10 +204,11 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
 class CompiledBlocks:
     """Regional compilation: each repeated block's forward compiled, used only inside `active()`.
 
-    The blocks of a model share their code, so Dynamo traces and inductor compiles one block (once per
-    grad mode) and every other block reuses it (its parameters are graph inputs): warm-up is about a
-    layer's compile instead of the whole model's. Outside `active()` (the first step, evaluation) the
-    blocks run their eager forward; the rest of the model (embeddings, head, loss) always runs eager."""
+    The blocks share their code and one backend, so Dynamo traces and inductor compiles one block and
+    the others reuse it (parameters are graph inputs): warm-up is about a layer's compile instead of
+    the whole model's. Twice in practice: the first block's input needs no gradient, the others' do.
+    Outside `active()` (the first step, evaluation) the blocks run their eager forward; the rest of the
+    model (embeddings, head, loss) always runs eager."""
 
     def __init__(self, model: nn.Module, mode: str, device: torch.device, dynamic: bool | None = True):
         self.blocks = repeated_blocks(model)

@@ -6,9 +6,11 @@
 
 A row is `name` or `name@variant`: `@fused` = eager with fused AdamW; `@compiled` = torch.compile of
 the model (`--compile-mode`, default "default") and of the method's loss terms, fused AdamW, clipping
-and hooks eager; `@graphs` = the same in mode "reduce-overhead" (CUDA graphs), which is what the
-runner's `train.compile=true` does. `--compile` alone compiles every row (the old switch). `--profile DIR` writes a torch.profiler table (top kernels by
-device time, 3 steps) per row into DIR.
+and hooks eager; `@graphs` = the same in mode "reduce-overhead" (CUDA graphs), which is the runner's
+`train.compile=true train.compile_scope=model`; `@blocks` = CUDA graphs of the repeated layers only
+(`fastpath.CompiledBlocks`), the runner's `train.compile=true` default. `--compile` alone compiles
+every row (the old switch). `--profile DIR` writes a torch.profiler table (top kernels by device
+time, 3 steps) per row into DIR.
 
 Workloads (random-init real shapes, built from transformers config classes: no download):
   deberta  DeBERTa-v3-base, batch 32 × 128, R = 8 on all six linear types (conf/model/deberta_v3_base)
@@ -194,14 +196,19 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     name, _, variant = row.partition("@")
     model = build_model(workload["arch"], workload["size"], device)
     model, params, method = method_for(name, workload, model, device)
-    compiled = variant in ("compiled", "graphs") or args.compile
-    mode = {"compiled": args.compile_mode, "graphs": "reduce-overhead"}.get(variant, "default")
-    # the runner's compile (fastpath.compile: device-less constants moved to the GPU), static shapes
-    forward = fastpath.compile(model, mode, device, dynamic=None) if compiled else model
+    compiled = variant in ("compiled", "graphs", "blocks") or args.compile
+    graphs = "reduce-overhead"
+    mode = {"compiled": args.compile_mode, "graphs": graphs, "blocks": graphs}.get(variant, "default")
+    # the runner's compile (fastpath: device-less constants on the GPU, tracing_config), static shapes
+    forward, scope = model, contextlib.nullcontext
+    if variant == "blocks":
+        scope = fastpath.CompiledBlocks(model, mode, device, dynamic=None).active
+    elif compiled:
+        forward = fastpath.compile(model, mode, device, dynamic=None)
     extra_loss = method.extra_loss if method is not None else None
     if compiled and method is not None and method.loss_terms:
         extra_loss = fastpath.compile(method.extra_loss, mode, device, dynamic=None)
-    fused = variant in ("fused", "compiled", "graphs") and device.type == "cuda"
+    fused = variant in ("fused", "compiled", "graphs", "blocks") and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
     cudagraphs = compiled and fastpath.uses_cudagraphs(mode)
     g = torch.Generator().manual_seed(1)
@@ -217,7 +224,7 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     def step(i: int) -> torch.Tensor:
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        with autocast():
+        with autocast(), scope():
             loss = forward(**batch).loss
             reg = extra_loss() if extra_loss is not None else None
             total = loss if reg is None else loss + reg.to(loss.dtype)
@@ -336,7 +343,7 @@ def table1_estimate(
     }
 
 
-VARIANTS = ("", "fused", "compiled", "graphs")
+VARIANTS = ("", "fused", "compiled", "graphs", "blocks")
 
 PARTS = tuple(r for r in ROWS if r.startswith(("r_lora", "gm_lora", "rm_lora")))  # rows with hooks to time
 

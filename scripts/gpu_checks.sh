@@ -24,7 +24,7 @@ for step in $steps; do
         TORCHINDUCTOR_CACHE_DIR=/tmp/gc_probe_$d $T 150 $py -c "$P" $d >"$out/probe_$d.log" 2>&1
       done
       ;;
-    runner)  # the runner's CUDA-graph path with rm_lora's hooks vs the eager runner: same loss curve?
+    runner)  # the runner's CUDA-graph path (compiled layers) with rm_lora's hooks vs eager: same loss curve?
       r="model=tiny_deberta task=glue/rte task.data_dir=$data method=rm_lora train.max_steps=60 train.epochs=1"
       $T 240 $py run.py $r train.compile=true paths.results_dir=/tmp/gc_graphs >"$out/runner_graphs.log" 2>&1
       $T 60 $py run.py $r train.compile=false paths.results_dir=/tmp/gc_eager >"$out/runner_eager.log" 2>&1
@@ -39,10 +39,10 @@ PY
       ;;
     bench)  # goals 1, 2, 6 under CUDA graphs / compile, both workloads
       $T 280 $py scripts/bench.py --workload deberta --steps 20 --warmup 8 --no-parts \
-        --rows peft_lora,lora,lora@graphs,rm_lora@graphs,r_lora@graphs,gm_lora@graphs \
+        --rows peft_lora,lora,lora@graphs,lora@blocks,rm_lora@blocks,r_lora@blocks,gm_lora@blocks \
         --rows-log "$out/rows.jsonl" --out "$out/bench_deberta.json" >"$out/bench_deberta.log" 2>&1
       $T 280 $py scripts/bench.py --workload gpt2 --steps 20 --warmup 8 --no-parts \
-        --rows peft_lora,lora,lora@graphs,rm_lora@graphs,loda,loda@graphs \
+        --rows peft_lora,lora,lora@blocks,rm_lora@blocks,loda,loda@blocks \
         --rows-log "$out/rows.jsonl" --out "$out/bench_gpt2.json" >"$out/bench_gpt2.log" 2>&1
       ;;
     e2e)  # goal 3: CoLA 3 epochs, PEFT eager vs our runner compiled, cold then warm cache

@@ -115,8 +115,9 @@ def test_pack_is_the_joblib_launcher_and_changes_no_run_id():
     assert len(ids) == 1
 
 
-def test_slurm_shared_asks_for_a_gpu_shard_not_a_whole_gpu(tmp_path):
+def test_slurm_shared_asks_for_a_gpu_shard_not_a_whole_gpu(tmp_path, monkeypatch):
     import submitit
+    from submitit.slurm.slurm import SlurmExecutor
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
@@ -126,6 +127,7 @@ def test_slurm_shared_asks_for_a_gpu_shard_not_a_whole_gpu(tmp_path):
         params.pop(key)
     # the parameters as hydra-submitit-launcher hands them to submitit, then submitit's sbatch file
     base = set(OmegaConf.structured(BaseQueueConf).keys())
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no `srun` needed here
     executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path)
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     sbatch = executor._executor._make_submission_file_text("python run.py", "uid")
