@@ -327,6 +327,9 @@ def _train(
     compiled = None  # (model, loss terms, scope) after the first step; evaluation stays eager (fastpath)
     if fast.compile_mode is not None:
         record["env"]["fast_path"]["inductor_cache"] = fastpath.use_cache_dir(cfg.paths.results_dir)
+        # a new model and backend per run: earlier runs' entries (a sweep in one process) would only
+        # fill Dynamo's per-function recompile limit (8), past which it runs that function eager
+        torch._dynamo.reset()
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
         loss_terms = method.extra_loss

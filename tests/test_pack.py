@@ -117,9 +117,9 @@ def test_pack_is_the_joblib_launcher_and_changes_no_run_id():
 
 def test_slurm_shared_asks_for_a_gpu_shard_not_a_whole_gpu(tmp_path, monkeypatch):
     import submitit
-    from submitit.slurm.slurm import SlurmExecutor
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
+    from submitit.slurm.slurm import SlurmExecutor
 
     precheck(["launcher=slurm_shared", "seed=1,2", f"paths.results_dir={tmp_path}"])
     params = OmegaConf.to_container(_compose_hydra("launcher=slurm_shared").hydra.launcher, resolve=False)
