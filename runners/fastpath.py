@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -238,3 +238,15 @@ class CompiledBlocks:
                 yield
         finally:
             self.on = False
+
+
+def compile_forward(
+    model: nn.Module, scope: str, mode: str, device: torch.device, dynamic: bool | None = True
+) -> tuple[Callable, Callable, str]:
+    """The training forward compiled as `scope` says: (what to call, the context to call it in, what was
+    compiled). `blocks` falls back to the whole model where the model has no repeated layers."""
+    if scope == "blocks":
+        blocks = CompiledBlocks(model, mode, device, dynamic)
+        if blocks.blocks:
+            return model, blocks.active, blocks.describe()
+    return compile(model, mode, device, dynamic), nullcontext, "model"

@@ -330,21 +330,16 @@ def _train(
         # a new model and backend per run: earlier runs' entries (a sweep in one process) would only
         # fill Dynamo's per-function recompile limit (8), past which it runs that function eager
         torch._dynamo.reset()
-        # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
-        # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
         loss_terms = method.extra_loss
         if method.loss_terms:
             loss_terms = fastpath.compile(method.extra_loss, fast.compile_mode, acc.device, dynamic=None)
-        blocks = None
-        if t.compile_scope == "blocks":  # regional: one layer's compile, eager embeddings / head / loss
-            blocks = fastpath.CompiledBlocks(eval_model, fast.compile_mode, acc.device, dynamic=True)
-        if blocks is not None and blocks.blocks:
-            compiled = (model, loss_terms, blocks.active)
-            record["env"]["fast_path"]["compiled"] = blocks.describe()
-        else:  # compile_scope=model, or a model without repeated layers: the whole training forward
-            whole = fastpath.compile(model, fast.compile_mode, acc.device, dynamic=True)
-            compiled = (whole, loss_terms, nullcontext)
-            record["env"]["fast_path"]["compiled"] = "model"
+        # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
+        # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
+        forward, scope, what = fastpath.compile_forward(
+            model, t.compile_scope, fast.compile_mode, acc.device, dynamic=True
+        )
+        compiled = (forward, loss_terms, scope)
+        record["env"]["fast_path"]["compiled"] = what  # e.g. "12 blocks (DebertaV2Layer)", or "model"
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
 

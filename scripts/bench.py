@@ -201,10 +201,9 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     mode = {"compiled": args.compile_mode, "graphs": graphs, "blocks": graphs}.get(variant, "default")
     # the runner's compile (fastpath: device-less constants on the GPU, tracing_config), static shapes
     forward, scope = model, contextlib.nullcontext
-    if variant == "blocks":
-        scope = fastpath.CompiledBlocks(model, mode, device, dynamic=None).active
-    elif compiled:
-        forward = fastpath.compile(model, mode, device, dynamic=None)
+    if compiled:
+        where = "blocks" if variant == "blocks" else "model"
+        forward, scope, _ = fastpath.compile_forward(model, where, mode, device, dynamic=None)
     extra_loss = method.extra_loss if method is not None else None
     if compiled and method is not None and method.loss_terms:
         extra_loss = fastpath.compile(method.extra_loss, mode, device, dynamic=None)
