@@ -165,13 +165,20 @@ def build_model(cfg, head: dict | None, tokenizer) -> nn.Module:
         if cfg.random_init:
             vocab = {"vocab_size": _vocab_size(overrides, tokenizer)} if text else {}
             config = transformers.AutoConfig.for_model(cfg.model_type, **overrides, **extra, **vocab)
-            return auto.from_config(config)
-        src = _source(cfg)
-        _check_local(src, "model.path")
-        try:
-            return auto.from_pretrained(src, **overrides, **extra)
-        except OSError as e:
-            raise ConfigError(
-                f"could not load model {src!r} ({e.__class__.__name__}: offline?); "
-                f"set model.path to a local checkpoint directory"
-            ) from e
+            model = auto.from_config(config)
+        else:
+            src = _source(cfg)
+            _check_local(src, "model.path")
+            try:
+                model = auto.from_pretrained(src, **overrides, **extra)
+            except OSError as e:
+                raise ConfigError(
+                    f"could not load model {src!r} ({e.__class__.__name__}: offline?); "
+                    f"set model.path to a local checkpoint directory"
+                ) from e
+    # Training never reuses keys / values: without this a decoder fills a KV cache on every training
+    # forward, and its per-layer `cache.update(layer_idx)` makes a compiled layer recompile for each
+    # layer. Decoding asks for the cache explicitly (tasks/decoding.py).
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    return model

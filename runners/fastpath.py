@@ -201,12 +201,20 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     return blocks
 
 
+def _needs_grad_flag(x) -> bool:
+    """A block input that takes no gradient while training: the first block's, under frozen
+    embeddings. Dynamo guards on `requires_grad`, so that block would compile a second graph; flagging
+    its input costs the backward one input gradient (a few matmuls of one layer) instead."""
+    return torch.is_tensor(x) and x.is_floating_point() and not x.requires_grad and torch.is_grad_enabled()
+
+
 class CompiledBlocks:
     """Regional compilation: each repeated block's forward compiled, used only inside `active()`.
 
     The blocks share their code and one backend, so Dynamo traces and inductor compiles one block and
     the others reuse it (parameters are graph inputs): warm-up is about a layer's compile instead of
-    the whole model's. Twice in practice: the first block's input needs no gradient, the others' do.
+    the whole model's (the first block's input is flagged as needing a gradient like the others', so
+    that it does not compile a second graph).
     Outside `active()` (the first step, evaluation) the blocks run their eager forward; the rest of the
     model (embeddings, head, loss) always runs eager."""
 
@@ -222,7 +230,13 @@ class CompiledBlocks:
     def _dispatch(self, eager: Callable, compiled: Callable) -> Callable:
         @functools.wraps(eager)
         def forward(*args, **kwargs):
-            return (compiled if self.on else eager)(*args, **kwargs)
+            if not self.on:
+                return eager(*args, **kwargs)
+            if args and _needs_grad_flag(args[0]):
+                args = (args[0].detach().requires_grad_(), *args[1:])
+            elif _needs_grad_flag(kwargs.get("hidden_states")):
+                kwargs["hidden_states"] = kwargs["hidden_states"].detach().requires_grad_()
+            return compiled(*args, **kwargs)
 
         return forward
 

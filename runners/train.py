@@ -29,7 +29,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, default_collate
-from transformers import get_linear_schedule_with_warmup
 
 from adapters import METHODS
 from adapters.base import ConfigError, Plan
@@ -52,6 +51,19 @@ class RunStopped(Exception):
     def __init__(self, status: str, message: str, **details):
         super().__init__(message)
         self.status, self.details = status, details
+
+
+def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 over `warmup` steps, then linear decay to 0 at `total`: HF's
+    `get_linear_schedule_with_warmup`, whose import (transformers.optimization) pulls in peft and
+    costs each run's start seconds (tests/test_runner.py checks the two agree step for step)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def seed_everything(seed: int) -> None:
@@ -316,7 +328,7 @@ def _train(
     optimizer = _optimizer(params, t, fast.fused_optimizer)
     clipped = [p for _, p in params]
     warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    scheduler = linear_schedule(optimizer, warmup, total_steps)
     model, optimizer = acc.prepare(model, optimizer)
     distributed = acc.num_processes > 1
     if distributed:  # each process takes its slice of every global batch (same order everywhere)

@@ -133,6 +133,7 @@ def model_config(arch: str, size: str):
         n_positions=1024,
         num_labels=2,
         pad_token_id=0,
+        use_cache=False,  # as models/hf.py: no KV cache while training (it recompiles compiled layers)
     )
 
 

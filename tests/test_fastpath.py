@@ -477,3 +477,41 @@ def test_compiled_blocks_trace_one_layer_for_all_and_only_while_active(monkeypat
     for got, want in zip(compiled, eager):
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_gpt2_blocks_trace_once_because_training_keeps_no_kv_cache(monkeypatch):
+    """A decoder built by models/hf.py trains without a KV cache: with one, every layer's
+    `cache.update(layer_idx)` is guarded on its index and each layer recompiles (GPT-2 medium's 24
+    layers hit Dynamo's recompile limit and ran eager on the H200). Frozen embeddings (as under LoRA)
+    give the first layer an input without grad: it is flagged, not traced a second time."""
+    from models.hf import build_model
+    from tasks.nlg import NLGTask
+
+    graphs = []
+    monkeypatch.setattr(
+        torch, "_TorchCompileInductorWrapper", lambda *a: lambda gm, ex, **k: graphs.append(gm) or gm.forward
+    )
+    torch.manual_seed(0)
+    model = build_model(make_cfg("model=tiny_gpt2", "task=e2e").model, {"type": "causal_lm"}, None)
+    assert model.config.use_cache is False and len(model.transformer.h) == 2
+    model.transformer.wte.requires_grad_(False)
+    model.transformer.wpe.requires_grad_(False)
+    x = torch.randint(0, 100, (3, 9), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = NLGTask.lm_loss(model, batch, 0.0)[0]
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    eager = loss_and_grads()
+    torch._dynamo.reset()
+    blocks = fastpath.CompiledBlocks(model, "default", torch.device("cpu"))
+    assert blocks.describe() == "2 blocks (GPT2Block)"
+    with blocks.active():
+        compiled = loss_and_grads()
+    assert len(graphs) == 1  # one trace serves both layers
+    assert model.transformer.wte.weight.grad is None  # the flag on layer 0's input stops there
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -144,6 +144,33 @@ def test_command_line_error_is_one_line():
     ]
 
 
+@pytest.mark.parametrize("warmup,total", [(0, 10), (3, 10), (10, 10), (4, 1)])
+def test_linear_schedule_is_hf_get_linear_schedule_with_warmup(warmup, total):
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from runners.train import linear_schedule
+
+    lrs = []
+    for make in (linear_schedule, get_linear_schedule_with_warmup):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+        sched, seen = make(opt, warmup, total), []
+        for _ in range(total + 3):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        lrs.append(seen)
+    assert lrs[0] == pytest.approx(lrs[1], abs=1e-12)
+
+
+def test_the_runner_imports_neither_peft_nor_the_inductor_up_front():
+    """Every run (and every test subprocess) pays its imports: peft's alone cost seconds."""
+    code = "import sys, runners.train; print(*[m for m in ('peft', 'torch._inductor') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
 # --- slow: real commands and tiny transformers on real GLUE data ---------------------------------
 
 
