@@ -41,15 +41,19 @@ SMOKE_READY ?= rm_table1_glue rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vi
 exp-%: setup  ## exp-<experiment>: the full sweep (resumable; LAUNCHER=local|submitit_local|slurm)
 	$(BIN)/python run.py experiment=$* launcher=$(LAUNCHER)
 
+# TABLES=0: a smoke target leaves the tables and figures to its caller (ci-experiments makes them once)
+TABLES ?= 1
+REPORT = test "$(TABLES)" = 0 || $(BIN)/python scripts/
+
 smoke-rm_vit_classifier: setup  ## (generates its images first)
 	$(BIN)/python scripts/make_synthetic_images.py results/synthetic_images --layout cifar --classes 40 --train-per-class 8 --test-per-class 4
 	$(BIN)/python run.py experiment=rm_vit_classifier_smoke launcher=$(LAUNCHER)
-	$(BIN)/python scripts/make_tables.py
-	$(BIN)/python scripts/make_figures.py
+	$(REPORT)make_tables.py
+	$(REPORT)make_figures.py
 
 smoke-%: setup  ## smoke-<experiment>: its tiny CPU variant, then the tables
 	$(BIN)/python run.py experiment=$*_smoke launcher=$(LAUNCHER)
-	$(BIN)/python scripts/make_tables.py
+	$(REPORT)make_tables.py
 
 plan-%: setup  ## plan-<experiment>: list its runs, which are done, estimated GPU-hours (starts nothing)
 	$(BIN)/python run.py experiment=$* plan=true
@@ -60,14 +64,15 @@ smoke-ready: $(addprefix smoke-,$(SMOKE_READY))  ## every smoke variant runnable
 # LoDA A.1 trains nothing: energy curves of the first block's W_proj (scripts/energy_curves.py)
 smoke-loda_a1_energy: setup  ## A.1 on the tiny random GPT-2, then its figure
 	$(BIN)/python scripts/energy_curves.py --model tiny_gpt2 --out results/energy/tiny_gpt2_block0.json
-	$(BIN)/python scripts/make_figures.py
+	$(REPORT)make_figures.py
 
 exp-loda_a1_energy: setup  ## A.1 on real GPT-2 medium weights: make exp-loda_a1_energy CHECKPOINT=/path/to/gpt2-medium
 	$(BIN)/python scripts/energy_curves.py --checkpoint $(CHECKPOINT) --out results/energy/gpt2_medium_block0.json
 	$(BIN)/python scripts/make_figures.py
 
 ci-experiments: setup  ## CI: the ready smoke sweeps, then make tables / figures from their records
-	$(MAKE) smoke-ready
+	$(MAKE) smoke-ready TABLES=0
+	$(BIN)/python scripts/make_tables.py
 	$(BIN)/python scripts/make_figures.py --curves tiny_deberta:glue/cola
 	test -s results/tables/rm_table1_glue_smoke.md && test -s results/tables/minilm_glue.csv
 	test -s results/figures/curves_tiny_deberta_glue_cola.png && test -s results/figures/rm_fig1_cifar100_smoke.png

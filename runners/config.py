@@ -80,7 +80,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     check_every: int | None = None  # steps between divergence checks (a host sync); null: 1 CPU, 50 CUDA
     compile: bool | str = (
-        False  # torch.compile the training forward (runners/fastpath.py); auto: long CUDA runs
+        "auto"  # torch.compile the training forward (runners/fastpath.py); auto: long CUDA runs
     )
     compile_mode: str = "reduce-overhead"
     compile_scope: str = "blocks"  # blocks: the repeated layers (one compile for all) | model

@@ -2,8 +2,8 @@
 
 What runs (each a `train.*` key; `auto` decides per device and run; none changes run_id):
 
-- `train.compile` (default false; true; or auto = CUDA runs of >= `train.compile_min_steps` steps,
-  where the warm-up pays back): the training forward and the method's loss terms go through
+- `train.compile` (default auto = CUDA runs of >= `train.compile_min_steps` steps, where the warm-up
+  pays back; true; false): the training forward and the method's loss terms go through
   `torch.compile(..., dynamic=True)` in `train.compile_mode` (default "reduce-overhead": CUDA graphs,
   one recorded per padded length). `train.compile_scope` says what of the forward: `blocks` (default,
   `CompiledBlocks`: the repeated layers, one compile serving all of them) or `model` (`compile`: the
@@ -61,15 +61,19 @@ class FastPath:
 def resolve(t, device: torch.device, planned_steps: int) -> FastPath:
     """The `train.*` fast-path keys with `auto` decided for this device and run length."""
     cuda = device.type == "cuda"
+    note = None
     if t.compile == "auto":  # compiling pays back its warm-up only over enough steps
         compile_on = cuda and planned_steps >= t.compile_min_steps
+        if cuda and not compile_on:
+            least = t.compile_min_steps
+            note = f"compile auto: {planned_steps} steps < train.compile_min_steps={least}, eager"
     else:
         compile_on = bool(t.compile)
     pad = t.pad_to_multiple_of
     if pad == "auto":
         pad = AUTO_PAD_MULTIPLE if compile_on else None
     fused = cuda if t.fused_optimizer == "auto" else bool(t.fused_optimizer)
-    mode, note = (t.compile_mode if compile_on else None), None
+    mode = t.compile_mode if compile_on else None
     if uses_cudagraphs(mode) and t.grad_accum > 1:
         # CUDA-graph trees steal a micro-batch's gradient buffer into .grad and overwrite it on the
         # next replay, so accumulated gradients come out wrong (pytorch/pytorch#169545, #96693)

@@ -2,6 +2,7 @@
 # Issue 11's open GPU measurements, each bounded, in the order they matter (docs/PERFORMANCE.md,
 # "Not measured"). Usage on a 1-GPU machine:  bash scripts/gpu_checks.sh OUT_DIR [STEPS...]
 #   steps: probe (first compile of a process), runner (CUDA-graph runner == eager runner),
+#          methods (each kind of method compiled vs eager; ROWS="model:method ..." to choose),
 #          bench (graph rows), e2e (goal 3), sweep (goal 5)
 # No pipe after a timed command: a killed bench's inductor workers would hold the pipe open.
 # Timeouts send SIGABRT (PYTHONFAULTHANDLER prints every thread's stack: where a compile hangs) and
@@ -37,6 +38,29 @@ print("graphs:", curves["graphs"], "\neager: ", curves["eager"])
 json.dump(curves, open(f"{sys.argv[1]}/runner_curves.json", "w"), indent=1)
 PY
       ;;
+    methods)  # every kind of method hook through the compiled layers (CUDA graphs) vs eager, 3 x 20 steps
+      ada="method.init_r=4 method.target_r=2 method.tinit=5 method.tfinal=5 method.deltaT=1"
+      for row in ${ROWS:-tiny_deberta:ft tiny_deberta:adalora tiny_deberta:sora tiny_deberta:ft_qv tiny_gpt2:prefix tiny_gpt2:adapter_h tiny_gpt2:loda_plus tiny_gpt2:rm_lora}; do
+        model=${row%%:*} method=${row#*:}
+        extra=$([[ $method == adalora ]] && echo "$ada" || true)
+        r="model=$model task=glue/rte task.data_dir=$data method=$method +task.max_train_samples=640 train.epochs=3 train.checkpoint=false $extra"
+        for c in true false; do
+          echo "== $row compile=$c" >>"$out/methods_runs.log"
+          $T 150 $py run.py $r train.compile=$c paths.results_dir=/tmp/gc_m/$row/$c >>"$out/methods_runs.log" 2>&1
+        done
+      done
+      $py - "$out" <<'PY'
+import glob, json, sys
+rows = {}
+for path in sorted(glob.glob("/tmp/gc_m/*/*/runs/*.json")):
+    row, c = path.split("/")[3:5]
+    rec = json.load(open(path))
+    rows.setdefault(row, {})[c] = ([h["train_loss"] for h in rec["metrics"]["history"]], rec["env"]["fast_path"].get("compiled"), rec["timing"]["wall_s"])
+for row, r in rows.items():
+    print(row, "compiled:", r.get("true"), "\n", " " * len(row), "eager:   ", r.get("false"))
+json.dump(rows, open(f"{sys.argv[1]}/methods.json", "w"), indent=1)
+PY
+      ;;
     bench)  # goals 1, 2, 6 under CUDA graphs / compile, both workloads
       $T 280 $py scripts/bench.py --workload deberta --steps 20 --warmup 8 --no-parts \
         --rows peft_lora,lora,lora@graphs,lora@blocks,rm_lora@blocks,r_lora@blocks,gm_lora@blocks \
@@ -54,7 +78,7 @@ PY
       $T 300 $py scripts/bench_sweep.py --runs 12 --jobs 4 --jobs 8 --timeout 120 --overrides "$ov" \
         --workdir /tmp/gc_sweep --out "$out/sweep.json" >"$out/sweep.log" 2>&1
       ;;
-    *) echo "unknown step $step (runner, bench, e2e, sweep)" >&2; exit 2 ;;
+    *) echo "unknown step $step (probe, runner, methods, bench, e2e, sweep)" >&2; exit 2 ;;
   esac
   echo "== $step done (rc $?)"
 done

@@ -254,12 +254,16 @@ def _finish(proc: subprocess.Popen) -> str:
     return out
 
 
-def _reference(tmp_path: Path) -> tuple[dict, dict]:
-    proc = _start(tmp_path / "ref")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[dict, dict, Path]:
+    """The uninterrupted run: its record and weights (read once, in memory) and its results dir, which
+    one test goes on to rerun with force=true (the others compare against the in-memory copy)."""
+    results = tmp_path_factory.mktemp("reference") / "ref"
+    proc = _start(results)
     out = _finish(proc)
     assert proc.returncode == 0, out
-    rec = only_record(tmp_path / "ref")
-    return rec, load_file(rec["weights"])
+    rec = only_record(results)
+    return rec, load_file(rec["weights"]), results
 
 
 def _same_as(rec: dict, weights: dict, ref: tuple[dict, dict]) -> None:
@@ -270,8 +274,8 @@ def _same_as(rec: dict, weights: dict, ref: tuple[dict, dict]) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
-    ref = _reference(tmp_path)
+def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, reference):
+    ref = reference[:2]
     results = tmp_path / "killed"
     # SIGTERM mid-run: an `interrupted` record with the history so far, and a checkpoint
     proc = _start(results)
@@ -302,9 +306,9 @@ def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run
 
 
 @pytest.mark.slow
-def test_an_interrupted_forced_rerun_keeps_the_previous_success(tmp_path):
-    ref_rec, _ = ref = _reference(tmp_path)
-    results = tmp_path / "ref"
+def test_an_interrupted_forced_rerun_keeps_the_previous_success(reference):
+    ref_rec, _, results = reference
+    ref = reference[:2]
     proc = _start(results, "force=true")
     _wait_for(proc, "epoch 1/4")
     proc.send_signal(signal.SIGTERM)
