@@ -446,3 +446,27 @@ def test_unknown_placement_is_a_one_line_config_error(cfg_factory, cifar_dir):
                 "task=cifar100", "model=tiny_vit", f"task.data_dir={cifar_dir}", "model.placement=foo"
             )
         )
+
+
+@pytest.mark.slow
+def test_vit_trains_compiled_like_eager(folder_dir, tmp_path, monkeypatch):
+    """ViT's layers through train.compile=true (Dynamo + AOT autograd; inductor's C++ build is left to
+    the GPU): one trace for every layer and the eager run's loss curve."""
+    from torch._dynamo.backends.debugging import aot_eager
+
+    from tests.conftest import make_cfg
+
+    graphs = []
+    backend = lambda gm, ex, **k: graphs.append(gm) or aot_eager(gm, ex)  # noqa: E731
+    monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", lambda *a: backend)
+    over = ("task=food101", "model=tiny_vit", "method=rm_lora", "model.placement=attention")
+    over += (f"task.data_dir={folder_dir}", "task.eval_splits=[test]", "train.epochs=2", *FAST)
+    eager = run(make_cfg(*over, results_dir=tmp_path / "eager"))
+    compiled = run(make_cfg(*over, "train.compile=true", results_dir=tmp_path / "compiled"))
+    assert compiled["env"]["fast_path"]["compiled"].endswith("blocks (ViTLayer)")
+    assert 1 <= len(graphs) <= 2  # the layer, and rm_lora's regularizer
+    curve = lambda r: [h["train_loss"] for h in r["metrics"]["history"]]  # noqa: E731
+    assert len(curve(eager)) == 2
+    torch.testing.assert_close(
+        torch.tensor(curve(compiled)), torch.tensor(curve(eager)), rtol=1e-4, atol=1e-5
+    )
