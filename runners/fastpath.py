@@ -206,9 +206,11 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def _needs_grad_flag(x) -> bool:
-    """A block input that takes no gradient while training: the first block's, under frozen
-    embeddings. Dynamo guards on `requires_grad`, so that block would compile a second graph; flagging
-    its input costs the backward one input gradient (a few matmuls of one layer) instead."""
+    """A trained block's input that takes no gradient: the first block's under frozen embeddings (or
+    the first trained block's under frozen lower blocks). Dynamo guards on `requires_grad`, so that
+    block would compile a second graph; flagging its input costs the backward one input gradient (a
+    few matmuls of one layer) instead. Blocks without trained parameters are never flagged: the
+    backward would then run through them."""
     return torch.is_tensor(x) and x.is_floating_point() and not x.requires_grad and torch.is_grad_enabled()
 
 
@@ -229,17 +231,18 @@ class CompiledBlocks:
         for block in self.blocks:
             eager = block.forward
             compiled = torch.compile(eager, backend=backend, dynamic=dynamic)
-            block.forward = self._dispatch(eager, compiled)
+            block.forward = self._dispatch(block, eager, compiled)
 
-    def _dispatch(self, eager: Callable, compiled: Callable) -> Callable:
+    def _dispatch(self, block: nn.Module, eager: Callable, compiled: Callable) -> Callable:
         @functools.wraps(eager)
         def forward(*args, **kwargs):
             if not self.on:
                 return eager(*args, **kwargs)
-            if args and _needs_grad_flag(args[0]):
-                args = (args[0].detach().requires_grad_(), *args[1:])
-            elif _needs_grad_flag(kwargs.get("hidden_states")):
-                kwargs["hidden_states"] = kwargs["hidden_states"].detach().requires_grad_()
+            if any(p.requires_grad for p in block.parameters()):  # a frozen block's input stays as is
+                if args and _needs_grad_flag(args[0]):
+                    args = (args[0].detach().requires_grad_(), *args[1:])
+                elif _needs_grad_flag(kwargs.get("hidden_states")):
+                    kwargs["hidden_states"] = kwargs["hidden_states"].detach().requires_grad_()
             return compiled(*args, **kwargs)
 
         return forward

@@ -521,6 +521,42 @@ def test_compiled_gpt2_blocks_trace_once_because_training_keeps_no_kv_cache(monk
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_blocks_flag_no_input_of_a_frozen_block(monkeypatch):
+    """Partial fine-tuning (the lower blocks frozen): a frozen block keeps its grad-less input, so the
+    backward stops at the first trained block as it does eager; that block's input is flagged."""
+    from models.hf import build_model
+    from tasks.nlg import NLGTask
+
+    graphs = []
+    monkeypatch.setattr(
+        torch, "_TorchCompileInductorWrapper", lambda *a: lambda gm, ex, **k: graphs.append(gm) or gm.forward
+    )
+    torch.manual_seed(0)
+    model = build_model(make_cfg("model=tiny_gpt2", "task=e2e").model, {"type": "causal_lm"}, None)
+    for module in (model.transformer.wte, model.transformer.wpe, model.transformer.h[0]):
+        module.requires_grad_(False)
+    seen = []
+    model.transformer.h[0].register_forward_hook(lambda m, i, out: seen.append(out[0].requires_grad))
+    x = torch.randint(0, 100, (3, 9), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = NLGTask.lm_loss(model, batch, 0.0)[0]
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    eager = loss_and_grads()
+    torch._dynamo.reset()
+    blocks = fastpath.CompiledBlocks(model, "default", torch.device("cpu"))
+    with blocks.active():
+        compiled = loss_and_grads()
+    assert seen == [False, False]  # the frozen block's output needs no gradient, eager or compiled
+    assert len(graphs) == 2  # the frozen block's graph and the trained block's
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 # One row per kind of method hook (PEFT-built AdaLoRA / prefix, SoRA's proximal gates, bottleneck
 # adapters, partial-FT gradient masks, full FT, LoDA's residual; the lora family is the inductor test
 # above): compiled layers under Dynamo + AOT autograd (`aot_eager`: inductor's C++ build would take
