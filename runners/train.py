@@ -224,7 +224,11 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
         except RunStopped as e:
             record.update(status=e.status, error=str(e), **e.details)
         except BaseException as e:
-            record.update(status="failed", error=f"{type(e).__name__}: {e}")
+            hint = ""
+            if record["env"].get("fast_path", {}).get("compiled") and _from_torch_compile(e):
+                hint = " (raised by torch.compile: train.compile=false runs this eager)"
+                print(f"error: {type(e).__name__}{hint}", file=sys.stderr)
+            record.update(status="failed", error=f"{type(e).__name__}: {e}{hint}")
             raise
         finally:
             record.setdefault("timing", {})["wall_s"] = time.perf_counter() - start
@@ -237,6 +241,15 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
     if record["status"] != "success":
         raise RunStopped(record["status"], f"{record['status']}: {record['error']}")
     return record
+
+
+def _from_torch_compile(e: BaseException) -> bool:
+    """Whether Dynamo or inductor raised `e` (or the exception it was raised from)."""
+    while e is not None:
+        if type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            return True
+        e = e.__cause__
+    return False
 
 
 def _from_main(obj, state):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -555,6 +556,25 @@ def test_compiled_blocks_flag_no_input_of_a_frozen_block(monkeypatch):
     assert len(graphs) == 2  # the frozen block's graph and the trained block's
     for got, want in zip(compiled, eager, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_compile_failure_names_the_switch_that_runs_eager(tmp_path, glue_dir, monkeypatch):
+    """train.compile is on by default for long CUDA runs: when it fails, the record and stderr say
+    how to run without it."""
+    from runners.train import run
+
+    def broken(gm, example_inputs, **kwargs):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", lambda *a: broken)
+    over = ("model=tiny_deberta", "task=glue/rte", f"task.data_dir={glue_dir}", "method=lora")
+    over += ("+task.max_train_samples=32", "train.batch_size=8", "train.epochs=1", "train.compile=true")
+    with pytest.raises(Exception, match="no kernel for this op"):
+        run(make_cfg(*over, results_dir=tmp_path))
+    (path,) = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "failed" and "no kernel for this op" in rec["error"]
+    assert rec["error"].endswith("(raised by torch.compile: train.compile=false runs this eager)")
 
 
 # One row per kind of method hook (PEFT-built AdaLoRA / prefix, SoRA's proximal gates, bottleneck
