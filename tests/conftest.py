@@ -34,3 +34,24 @@ def glue_dir():
     if not GLUE_DIR.is_dir():
         pytest.fail(f"shared GLUE data not found at {GLUE_DIR}: clone the repo beside ../shared")
     return GLUE_DIR
+
+
+@pytest.fixture
+def stub_inductor(monkeypatch):
+    """`stub_inductor(aot=False) -> graphs`: inductor, behind runners/fastpath.py's backend, replaced by
+    a stand-in that records each graph Dynamo hands it and runs it as traced (or through AOT autograd,
+    `aot=True`): Dynamo's capture and our dispatch are tested without inductor's C++ build."""
+    import torch
+    from torch._dynamo.backends.debugging import aot_eager
+
+    graphs = []
+
+    def install(aot: bool = False) -> list:
+        def backend(gm, example_inputs, **kwargs):
+            graphs.append(gm)
+            return aot_eager(gm, example_inputs) if aot else gm.forward
+
+        monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", lambda *args: backend)
+        return graphs
+
+    return install

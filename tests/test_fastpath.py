@@ -440,16 +440,13 @@ def test_compile_traces_float_attributes_as_constants(monkeypatch):
     assert torch._dynamo.config.specialize_float is False  # the process's setting is left as it was
 
 
-def test_compiled_blocks_trace_one_layer_for_all_and_only_while_active(monkeypatch):
+def test_compiled_blocks_trace_one_layer_for_all_and_only_while_active(stub_inductor):
     """Regional compilation: the encoder's layers are found; one graph serves every layer, batch size
     and padded length (also sizes equal to the width); outside `active()` the layers run eager; the
     compiled layers give the eager loss and gradients."""
     import transformers
 
-    graphs = []
-    monkeypatch.setattr(  # the graph Dynamo hands inductor, run as traced: no C++ compile in this test
-        torch, "_TorchCompileInductorWrapper", lambda *a: lambda gm, ex, **k: graphs.append(gm) or gm.forward
-    )
+    graphs = stub_inductor()  # the graphs Dynamo hands inductor, run as traced: no C++ build here
     cfg = transformers.DebertaV2Config(
         vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
         relative_attention=True, position_buckets=16, norm_rel_ebd="layer_norm", share_att_key=True,
@@ -484,57 +481,16 @@ def test_compiled_blocks_trace_one_layer_for_all_and_only_while_active(monkeypat
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
-def test_compiled_gpt2_blocks_trace_once_because_training_keeps_no_kv_cache(monkeypatch):
-    """A decoder built by models/hf.py trains without a KV cache: with one, every layer's
-    `cache.update(layer_idx)` is guarded on its index and each layer recompiles (GPT-2 medium's 24
-    layers hit Dynamo's recompile limit and ran eager on the H200). Frozen embeddings (as under LoRA)
-    give the first layer an input without grad: it is flagged, not traced a second time."""
+def _tiny_gpt2_eager_then_compiled(frozen: int):
+    """Tiny GPT-2 from models/hf.py with its embeddings and first `frozen` blocks frozen, one loss and
+    its gradients eager and then through `CompiledBlocks`: (model, blocks, eager, compiled, whether
+    block 0's output required grad, per call)."""
     from models.hf import build_model
     from tasks.nlg import NLGTask
 
-    graphs = []
-    monkeypatch.setattr(
-        torch, "_TorchCompileInductorWrapper", lambda *a: lambda gm, ex, **k: graphs.append(gm) or gm.forward
-    )
     torch.manual_seed(0)
     model = build_model(make_cfg("model=tiny_gpt2", "task=e2e").model, {"type": "causal_lm"}, None)
-    assert model.config.use_cache is False and len(model.transformer.h) == 2
-    model.transformer.wte.requires_grad_(False)
-    model.transformer.wpe.requires_grad_(False)
-    x = torch.randint(0, 100, (3, 9), generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
-
-    def loss_and_grads():
-        model.zero_grad()
-        loss = NLGTask.lm_loss(model, batch, 0.0)[0]
-        loss.backward()
-        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.requires_grad]
-
-    eager = loss_and_grads()
-    torch._dynamo.reset()
-    blocks = fastpath.CompiledBlocks(model, "default", torch.device("cpu"))
-    assert blocks.describe() == "2 blocks (GPT2Block)"
-    with blocks.active():
-        compiled = loss_and_grads()
-    assert len(graphs) == 1  # one trace serves both layers
-    assert model.transformer.wte.weight.grad is None  # the flag on layer 0's input stops there
-    for got, want in zip(compiled, eager, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_compiled_blocks_flag_no_input_of_a_frozen_block(monkeypatch):
-    """Partial fine-tuning (the lower blocks frozen): a frozen block keeps its grad-less input, so the
-    backward stops at the first trained block as it does eager; that block's input is flagged."""
-    from models.hf import build_model
-    from tasks.nlg import NLGTask
-
-    graphs = []
-    monkeypatch.setattr(
-        torch, "_TorchCompileInductorWrapper", lambda *a: lambda gm, ex, **k: graphs.append(gm) or gm.forward
-    )
-    torch.manual_seed(0)
-    model = build_model(make_cfg("model=tiny_gpt2", "task=e2e").model, {"type": "causal_lm"}, None)
-    for module in (model.transformer.wte, model.transformer.wpe, model.transformer.h[0]):
+    for module in (model.transformer.wte, model.transformer.wpe, *model.transformer.h[:frozen]):
         module.requires_grad_(False)
     seen = []
     model.transformer.h[0].register_forward_hook(lambda m, i, out: seen.append(out[0].requires_grad))
@@ -552,6 +508,29 @@ def test_compiled_blocks_flag_no_input_of_a_frozen_block(monkeypatch):
     blocks = fastpath.CompiledBlocks(model, "default", torch.device("cpu"))
     with blocks.active():
         compiled = loss_and_grads()
+    return model, blocks, eager, compiled, seen
+
+
+def test_compiled_gpt2_blocks_trace_once_because_training_keeps_no_kv_cache(stub_inductor):
+    """A decoder built by models/hf.py trains without a KV cache: with one, every layer's
+    `cache.update(layer_idx)` is guarded on its index and each layer recompiles (GPT-2 medium's 24
+    layers hit Dynamo's recompile limit and ran eager on the H200). Frozen embeddings (as under LoRA)
+    give the first layer an input without grad: it is flagged, not traced a second time."""
+    graphs = stub_inductor()
+    model, blocks, eager, compiled, _ = _tiny_gpt2_eager_then_compiled(frozen=0)
+    assert model.config.use_cache is False and len(model.transformer.h) == 2
+    assert blocks.describe() == "2 blocks (GPT2Block)"
+    assert len(graphs) == 1  # one trace serves both layers
+    assert model.transformer.wte.weight.grad is None  # the flag on layer 0's input stops there
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_blocks_flag_no_input_of_a_frozen_block(stub_inductor):
+    """Partial fine-tuning (the lower blocks frozen): a frozen block keeps its grad-less input, so the
+    backward stops at the first trained block as it does eager; that block's input is flagged."""
+    graphs = stub_inductor()
+    _, _, eager, compiled, seen = _tiny_gpt2_eager_then_compiled(frozen=1)
     assert seen == [False, False]  # the frozen block's output needs no gradient, eager or compiled
     assert len(graphs) == 2  # the frozen block's graph and the trained block's
     for got, want in zip(compiled, eager, strict=True):
@@ -594,16 +573,12 @@ COMPILED_ROWS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,method", COMPILED_ROWS)
-def test_every_kind_of_method_trains_compiled_like_eager(model, method, tmp_path, glue_dir, monkeypatch):
+def test_every_kind_of_method_trains_compiled_like_eager(model, method, tmp_path, glue_dir, stub_inductor):
     """train.compile=true traces each method's layers once (no per-layer or per-step recompiles) and
     gives the eager run's loss curve."""
-    from torch._dynamo.backends.debugging import aot_eager
-
     from runners.train import run
 
-    graphs = []
-    backend = lambda gm, ex, **k: graphs.append(gm) or aot_eager(gm, ex)  # noqa: E731
-    monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", lambda *a: backend)
+    graphs = stub_inductor(aot=True)
     short_adalora = (
         "method.init_r=4",
         "method.target_r=2",

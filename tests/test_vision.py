@@ -449,16 +449,12 @@ def test_unknown_placement_is_a_one_line_config_error(cfg_factory, cifar_dir):
 
 
 @pytest.mark.slow
-def test_vit_trains_compiled_like_eager(folder_dir, tmp_path, monkeypatch):
+def test_vit_trains_compiled_like_eager(folder_dir, tmp_path, stub_inductor):
     """ViT's layers through train.compile=true (Dynamo + AOT autograd; inductor's C++ build is left to
     the GPU): one trace for every layer and the eager run's loss curve."""
-    from torch._dynamo.backends.debugging import aot_eager
-
     from tests.conftest import make_cfg
 
-    graphs = []
-    backend = lambda gm, ex, **k: graphs.append(gm) or aot_eager(gm, ex)  # noqa: E731
-    monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", lambda *a: backend)
+    graphs = stub_inductor(aot=True)
     over = ("task=food101", "model=tiny_vit", "method=rm_lora", "model.placement=attention")
     over += (f"task.data_dir={folder_dir}", "task.eval_splits=[test]", "train.epochs=2", *FAST)
     eager = run(make_cfg(*over, results_dir=tmp_path / "eager"))
