@@ -231,14 +231,15 @@ class CompiledBlocks:
         for block in self.blocks:
             eager = block.forward
             compiled = torch.compile(eager, backend=backend, dynamic=dynamic)
-            block.forward = self._dispatch(block, eager, compiled)
+            trained = any(p.requires_grad for p in block.parameters())  # methods are applied by now
+            block.forward = self._dispatch(trained, eager, compiled)
 
-    def _dispatch(self, block: nn.Module, eager: Callable, compiled: Callable) -> Callable:
+    def _dispatch(self, trained: bool, eager: Callable, compiled: Callable) -> Callable:
         @functools.wraps(eager)
         def forward(*args, **kwargs):
             if not self.on:
                 return eager(*args, **kwargs)
-            if any(p.requires_grad for p in block.parameters()):  # a frozen block's input stays as is
+            if trained:  # a frozen block's input stays as is
                 if args and _needs_grad_flag(args[0]):
                     args = (args[0].detach().requires_grad_(), *args[1:])
                 elif _needs_grad_flag(kwargs.get("hidden_states")):
