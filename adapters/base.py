@@ -76,7 +76,10 @@ class Method:
         lowrank: adapted modules by qualified name; each exposes `lora_A` (R, d_in), `lora_B`
             (d_out, R) and `delta_weight()`. Empty for methods without low-rank factors.
         head: names of non-method parameters that train too (task head: pooler, classifier).
-        loss_terms: callables returning a scalar added to the task loss.
+        loss_terms: callables returning a scalar added to the task loss. A term whose `analytic`
+            is true also has `add_grad(scale) -> value`, which adds `scale · ∇term` to its
+            parameters' `.grad` itself and returns the value without a graph; the runner calls
+            that after the task loss's backward (`autograd_loss` + `add_loss_grads`).
         hooks: objects acting before / after each optimizer step (`StepHook`).
         inference_params: parameters the method adds (or keeps) at inference, head excluded; a
             callable is evaluated when counted (after `finish`, e.g. once ranks are pruned).
@@ -99,9 +102,26 @@ class Method:
     exporter: Callable[[Path], None] | None = None
 
     def extra_loss(self) -> torch.Tensor | None:
+        """Every loss term's value, through autograd."""
         if not self.loss_terms:
             return None
         return sum(term() for term in self.loss_terms)
+
+    @property
+    def autograd_terms(self) -> list[Callable[[], torch.Tensor]]:
+        """The loss terms that go through autograd (all but the `analytic` ones)."""
+        return [term for term in self.loss_terms if not getattr(term, "analytic", False)]
+
+    def autograd_loss(self) -> torch.Tensor | None:
+        """The sum of `autograd_terms`: what the runner adds to the task loss before backward."""
+        terms = self.autograd_terms
+        return sum(term() for term in terms) if terms else None
+
+    def add_loss_grads(self, scale: float = 1.0) -> torch.Tensor | None:
+        """The `analytic` terms: adds `scale · ∇term` to `.grad` (call after backward, before clipping);
+        returns their summed value (no graph), None when there are none."""
+        values = [term.add_grad(scale) for term in self.loss_terms if getattr(term, "analytic", False)]
+        return sum(values) if values else None
 
     def setup(self, plan: Plan) -> None:
         for hook in self.hooks:

@@ -141,11 +141,18 @@ class LoDABranch(nn.Module):
             last = [m for m in self.loda_f1 if isinstance(m, nn.Linear)][-1]
             nn.init.zeros_(last.weight)
         self.loda_f2 = _ops(cfg.f2, d_out, cfg.f1_slope, like) if cfg.plus else None
+        # LoDA is s·B inner(A x): FusedLowRank may run a layer's branches as one matmul pair;
+        # LoDA+'s f2 acts on each block's d_out outputs, so it keeps the per-branch loop
+        self.fusable = not cfg.plus
+
+    def inner(self, z: torch.Tensor) -> torch.Tensor:
+        """LoDA's map between A and B: z + f1(z)."""
+        return z + self.loda_f1(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.linear(self.dropout(x), self.lora_A)  # (..., r)
         if not self.plus:  # s·B (z + f1(z)): the same ops as LoRA when f1(z) = 0
-            return self.scaling * F.linear(z + self.loda_f1(z), self.lora_B)
+            return self.scaling * F.linear(self.inner(z), self.lora_B)
         return self.scaling * (
             F.linear(z, self.lora_B) + self.loda_f2(F.linear(self.loda_f1(z), self.lora_B))
         )
@@ -234,9 +241,10 @@ def apply(
 
     def make_whole(name, module):  # a whole module is one block: the same wrapper as a fused split
         d_in, d_out = in_out_features(module)
-        return FusedLowRank(module, ("adapter",), {"adapter": make_branch(name, d_in, d_out, module.weight)})
+        branch = make_branch(name, d_in, d_out, module.weight)
+        return FusedLowRank(module, ("adapter",), {"adapter": branch}, fuse=cfg.fast)
 
-    lowrank = place(model, targets, make_whole, make_branch)
+    lowrank = place(model, targets, make_whole, make_branch, fuse=cfg.fast)
     lowrank = {  # whole modules: the branch is the low-rank entry (it has lora_A / lora_B)
         (f"{n}.adapter" if isinstance(m, FusedLowRank) else n): (
             m.adapter if isinstance(m, FusedLowRank) else m

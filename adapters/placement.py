@@ -25,7 +25,8 @@ q/v pair *is* exactly one PEFT LoRA of rank 2r on the fused module (`FusedLowRan
 The forward uses that form when every branch is a plain LoRA branch (`FusedLowRank._fused_delta`:
 two matmuls per fused module, no split and no concatenation of the d_out-wide output; measured on
 GPT-2 medium in docs/PERFORMANCE.md); `fuse = False` (set from `method.fast=false`) keeps the
-per-branch loop, which non-linear branches (LoDA) always take.
+per-branch loop. LoDA's branches (Δ = s·B (z + f1(z)), z = A x) take the fused form too, with f1
+applied to each branch's columns of z between the two matmuls; LoDA+ (f2 over d_out) takes the loop.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class LowRankBranch(nn.Module):
     """Δ(x) = (α/r)·B A x for one output block; the base output is added by the owner."""
 
     linear = True  # Δ is x ↦ ΔW x: it folds into the base weight and into a PEFT LoRA
+    fusable = True  # Δ = s·B inner(A x): FusedLowRank may run the branches as one matmul pair
+    inner = None  # the map between A and B (None: identity)
 
     def __init__(
         self,
@@ -167,16 +170,23 @@ class FusedLowRank(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def _fused_delta(self, x: torch.Tensor) -> torch.Tensor:
-        """s · B_fused (A_cat x): two matmuls for all blocks, as one rank-Σr LoRA (`peft_equivalent`).
+        """s · B_fused inner(A_cat x): two matmuls for all blocks, as one rank-Σr LoRA (`peft_equivalent`).
 
         A_cat = [A_q; A_v] (Σr × d_in); B_fused (d_out × Σr) holds each B_b in its block's rows and
         its own columns, zeros elsewhere, rebuilt from the live factors each call (autograd sees the
         factors; the zeros cost one small copy). One dropout draw on x is shared by the branches,
-        as loralib's MergedLinear does (the LoRA reference code for GPT-2's c_attn).
+        as loralib's MergedLinear does (the LoRA reference code for GPT-2's c_attn). A branch's
+        `inner` (LoDA's z + f1(z)) acts on its own r columns of z = A_cat x, between the matmuls.
         """
         branches = {b: self.branch(b) for b in self.adapted}
         first = branches[self.adapted[0]]
         a = torch.cat([br.lora_A for br in branches.values()]) if len(branches) > 1 else first.lora_A
+        z = F.linear(first.dropout(x), a)  # (..., Σr)
+        if any(br.inner is not None for br in branches.values()):
+            parts = z.split([br.rank for br in branches.values()], dim=-1)
+            z = torch.cat(
+                [p if br.inner is None else br.inner(p) for p, br in zip(parts, branches.values())], -1
+            )
         total, col, rows = a.shape[0], 0, []
         for block in self.blocks:
             if block in branches:
@@ -185,7 +195,7 @@ class FusedLowRank(nn.Module):
                 col += b.shape[1]
             else:
                 rows.append(a.new_zeros(self.block_size, total))
-        return first.scaling * F.linear(F.linear(first.dropout(x), a), torch.cat(rows))
+        return first.scaling * F.linear(z, torch.cat(rows))
 
     def _require_linear(self, what: str) -> None:
         nonlinear = [b for b in self.adapted if not getattr(self.branch(b), "linear", False)]
@@ -248,8 +258,9 @@ class FusedLowRank(nn.Module):
 
 
 def _fusable(branches: list[nn.Module]) -> bool:
-    """Every branch a plain `LowRankBranch` with one scaling and one dropout rate (the LoRA family)."""
-    if not all(type(br) is LowRankBranch for br in branches):
+    """Every branch of the form Δ = s·B inner(A x) (`fusable`: LoRA, LoDA) with one scaling and one
+    dropout rate."""
+    if not all(getattr(br, "fusable", False) for br in branches):
         return False
     rate = lambda d: d.p if isinstance(d, nn.Dropout) else 0.0  # noqa: E731
     return len({(br.scaling, rate(br.dropout)) for br in branches}) == 1

@@ -348,16 +348,16 @@ def _train(
         loader = acc.prepare(loader)
     main = acc.is_main_process
     eval_model = acc.unwrap_model(model)  # every process evaluates the full splits: no gather needed
-    train_model, extra_loss, compiled_scope = model, method.extra_loss, nullcontext
+    train_model, extra_loss, compiled_scope = model, method.autograd_loss, nullcontext
     compiled = None  # (model, loss terms, scope) after the first step; evaluation stays eager (fastpath)
     if fast.compile_mode is not None:
         record["env"]["fast_path"]["inductor_cache"] = fastpath.use_cache_dir(cfg.paths.results_dir)
         # a new model and backend per run: earlier runs' entries (a sweep in one process) would only
         # fill Dynamo's per-function recompile limit (8), past which it runs that function eager
         torch._dynamo.reset()
-        loss_terms = method.extra_loss
-        if method.loss_terms:
-            loss_terms = fastpath.compile(method.extra_loss, fast.compile_mode, acc.device, dynamic=None)
+        loss_terms = method.autograd_loss
+        if method.autograd_terms:
+            loss_terms = fastpath.compile(method.autograd_loss, fast.compile_mode, acc.device, dynamic=None)
         # dynamic=True: one graph for every padded length (bucketing leaves a handful of shapes, which
         # CUDA graphs record one by one); dynamic=None would compile a static graph first, then again
         forward, scope, what = fastpath.compile_forward(
@@ -420,6 +420,10 @@ def _train(
                 reg = extra_loss()
                 total = loss if reg is None else loss + reg
             acc.backward(total / t.grad_accum)
+            analytic = method.add_loss_grads(1 / t.grad_accum)  # terms whose gradient is closed-form
+            if analytic is not None:
+                reg = analytic if reg is None else reg.detach() + analytic
+                total = total.detach() + analytic
             acc_state["loss"] += loss.detach().float() * len(y)
             if reg is not None:
                 acc_state["reg"] += reg.detach().float() * len(y)

@@ -20,7 +20,8 @@ Workloads (random-init real shapes, built from transformers config classes: no d
            72 / 48 adapted modules, so per-module overheads show), batch 8 × 32: CPU, seconds
 
 Every row times the runner's step sequence in a plain eager loop (autocast bf16 on CUDA):
-    loss (+ method.extra_loss()) → backward → clip_grad_norm_(1.0) → method.before_step →
+    loss (+ method.autograd_loss()) → backward → method.add_loss_grads() → clip_grad_norm_(1.0) →
+    method.before_step →
     AdamW.step → method.after_step → zero_grad(set_to_none=True)
 with no host sync inside the loop; `--warmup` untimed steps (includes compile time with `--compile`,
 reported as warmup_s), then `--steps` timed steps between two `torch.cuda.synchronize()` on GPU.
@@ -72,6 +73,7 @@ ROWS = [
     "rm_lora_strict",
     "rm_lora_strict_plain",
     "loda",
+    "loda_plain",
 ]
 
 WORKLOADS = {
@@ -205,9 +207,9 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     if compiled:
         where = "blocks" if variant == "blocks" else "model"
         forward, scope, _ = fastpath.compile_forward(model, where, mode, device, dynamic=None)
-    extra_loss = method.extra_loss if method is not None else None
-    if compiled and method is not None and method.loss_terms:
-        extra_loss = fastpath.compile(method.extra_loss, mode, device, dynamic=None)
+    extra_loss = method.autograd_loss if method is not None else None
+    if compiled and method is not None and method.autograd_terms:
+        extra_loss = fastpath.compile(method.autograd_loss, mode, device, dynamic=None)
     fused = variant in ("fused", "compiled", "graphs", "blocks") and device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=fused or None)
     cudagraphs = compiled and fastpath.uses_cudagraphs(mode)
@@ -229,6 +231,9 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
             reg = extra_loss() if extra_loss is not None else None
             total = loss if reg is None else loss + reg.to(loss.dtype)
         total.backward()
+        analytic = method.add_loss_grads() if method is not None else None
+        if analytic is not None:
+            total = total.detach() + analytic
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         if method is not None:
             method.before_step(optimizer, i)
@@ -358,7 +363,10 @@ def time_parts(method, optimizer, step, args, sync) -> dict:
         sync()
         start = time.perf_counter()
         for _ in range(n):
-            method.extra_loss().backward()
+            reg = method.autograd_loss()
+            if reg is not None:
+                reg.backward()
+            method.add_loss_grads()
         sync()
         out["reg_fwd_bwd_ms"] = 1000 * (time.perf_counter() - start) / n
     if method.hooks:

@@ -61,15 +61,18 @@ def batches(n=6):
 
 
 def train(model, method, data, optimizer=None):
-    """The runner's step sequence: loss + reg, backward, clip, before_step, step, after_step, zero grads."""
+    """The runner's step sequence: loss + autograd terms, backward, analytic terms' gradients, clip,
+    before_step, step, after_step, zero grads."""
     params = [p for _, p in method.optimizer_parameters()]
     optimizer = optimizer or torch.optim.AdamW(params, lr=2e-2, weight_decay=0.01)
     losses = []
     for step, batch in enumerate(data, 1):
         loss = model(**batch).loss
-        reg = method.extra_loss()
+        reg = method.autograd_loss()
         total = loss if reg is None else loss + reg
         total.backward()
+        analytic = method.add_loss_grads()
+        total = total if analytic is None else total.detach() + analytic
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         method.before_step(optimizer, step)
         optimizer.step()
@@ -103,6 +106,42 @@ def test_batched_regularizer_equals_the_loop_values_and_gradients(form):
     for a, b in zip(fast_grads, loop_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("form", ["paper", "reference"])
+def test_analytic_regularizer_gradient_is_autograds(form):
+    """add_grad adds exactly what autograd of weight · Reg gives (times the scale) to existing and
+    missing .grad tensors, and returns the value; the fast term skips autograd in the runner."""
+    _, method = build("r_lora", rank=4, reg_form=form, reg_weight=0.3)
+    term = method.loss_terms[0]
+    assert term.analytic and method.autograd_terms == [] and method.autograd_loss() is None
+    mods = list(method.lowrank.values())
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in mods:
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.3)
+    factors = [p for m in mods for p in (m.lora_A, m.lora_B)]
+    value = term()
+    expected = torch.autograd.grad(value, factors)
+    before = [torch.randn(p.shape, generator=g) for p in factors]
+    for p, b in zip(factors[::2], before[::2]):  # A's grads exist, B's are None
+        p.grad = b.clone()
+    added = method.add_loss_grads(scale=0.25)
+    torch.testing.assert_close(added, value.detach(), rtol=1e-5, atol=1e-6)
+    for i, (p, e) in enumerate(zip(factors, expected, strict=True)):
+        start = before[i] if i % 2 == 0 else torch.zeros_like(p)
+        torch.testing.assert_close(p.grad, start + 0.25 * e, rtol=1e-5, atol=1e-6)
+        assert e.abs().sum() > 0
+
+
+def test_analytic_reference_form_has_zero_gradient_at_an_orthogonal_factor():
+    """‖G − I‖_F is not differentiable at G = I; like autograd's norm backward, the gradient there is 0."""
+    _, method = build("r_lora", rank=4, reg_form="reference")
+    m = next(iter(method.lowrank.values()))
+    with torch.no_grad():
+        m.lora_A.copy_(torch.eye(4, m.lora_A.shape[1]))
+    method.add_loss_grads()
+    assert torch.isfinite(m.lora_A.grad).all() and m.lora_A.grad.abs().sum() == 0
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from adapters import METHODS
@@ -136,15 +137,20 @@ def test_fused_forward_adds_each_branch_to_its_block_only():
     torch.testing.assert_close(dw, torch.cat([q.delta_weight(), torch.zeros(32, 32), v.delta_weight()]))
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_fused_matmul_equals_the_branch_loop_values_and_gradients(dropout):
-    """`fuse` (method.fast) computes [Δ_q; 0; Δ_v] as one rank-2r product: the same output and grads."""
+@pytest.mark.parametrize("name,dropout", [("lora", 0.0), ("lora", 0.5), ("loda", 0.0), ("loda", 0.5)])
+def test_fused_matmul_equals_the_branch_loop_values_and_gradients(name, dropout):
+    """`fuse` (method.fast) computes [Δ_q; 0; Δ_v] as one rank-2r product (LoDA: f1 on each branch's
+    columns between the two matmuls): the same output and grads as the per-branch loop."""
     model = tiny_gpt2()
-    apply(model, "lora", over=("method.rank=4", "method.alpha=8", f"method.dropout={dropout}"))
+    apply(model, name, over=("method.rank=4", "method.alpha=8", f"method.dropout={dropout}"))
     fused = model.transformer.h[0].attn.c_attn
     with torch.no_grad():
         for b in "qv":
             fused.branch(b).lora_B.normal_()
+            for p in getattr(fused.branch(b), "loda_f1", nn.Identity()).parameters():
+                p.normal_()
+    trained = [p for b in "qv" for p in fused.branch(b).parameters()]
+    assert len(trained) == (2 if name == "lora" else 4) * 2
     x = torch.randn(2, 5, 32)
     if dropout:  # one draw shared by q and v (loralib's MergedLinear): compare in eval mode
         fused.eval()
@@ -152,9 +158,7 @@ def test_fused_matmul_equals_the_branch_loop_values_and_gradients(dropout):
     for fuse in (True, False):
         fused.fuse = fuse
         out = fused(x)
-        grads = torch.autograd.grad(
-            out.pow(2).sum(), [fused.branch(b).lora_A for b in "qv"] + [fused.branch(b).lora_B for b in "qv"]
-        )
+        grads = torch.autograd.grad(out.pow(2).sum(), trained)
         runs[fuse] = (out, grads)
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(runs[True][1], runs[False][1], strict=True):
@@ -169,10 +173,13 @@ def test_fused_matmul_equals_the_branch_loop_values_and_gradients(dropout):
 
 
 def test_fused_matmul_is_the_default_and_off_with_fast_false():
-    for fast in (True, False):
-        model = tiny_gpt2()
-        apply(model, "rm_lora", over=("method.rank=4", f"method.fast={str(fast).lower()}"))
-        assert {m.fuse for m in model.modules() if isinstance(m, FusedLowRank)} == {fast}
+    for name in ("rm_lora", "loda", "loda_plus"):
+        for fast in (True, False):
+            model = tiny_gpt2()
+            apply(model, name, over=("method.rank=4", f"method.fast={str(fast).lower()}"))
+            fused = [m for m in model.modules() if isinstance(m, FusedLowRank)]
+            assert {m.fuse for m in fused} == {fast}
+            assert {m.fusable for m in fused} == {name != "loda_plus"}  # LoDA+'s f2 needs the loop
 
 
 def test_regularizer_mask_and_diagnostics_see_every_branch():
