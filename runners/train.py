@@ -323,6 +323,9 @@ def _train(
         collate_fn=collate,
         generator=order,
         num_workers=t.num_workers,
+        # page-locked batches copy to the GPU without blocking: a copy from pageable memory waits for
+        # the stream to drain, so the host could not queue step n+1 while the GPU runs step n
+        pin_memory=device.type == "cuda",
     )
     evals = {
         k: DataLoader(v, batch_size=t.eval_batch_size, collate_fn=eval_collate) for k, v in data.evals.items()
@@ -368,8 +371,8 @@ def _train(
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
 
-    def to_device(batch):
-        return {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    def to_device(batch):  # non_blocking: pinned batches (CUDA) copy asynchronously, others as before
+        return {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     s = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "train_time": 0.0, "seen": 0}
     ckpt_path = attempt / "checkpoint.pt"

