@@ -370,6 +370,7 @@ def _train(
         record["env"]["fast_path"]["compiled"] = what  # e.g. "12 blocks (DebertaV2Layer)", or "model"
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
     watched = _fingerprints(method)
+    trained = [p for p in model.parameters() if p.requires_grad]  # the only ones with gradients
 
     def to_device(batch):  # non_blocking: pinned batches (CUDA) copy asynchronously, others as before
         return {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -444,7 +445,10 @@ def _train(
             optimizer.step()
             method.after_step(optimizer, s["step"])
             scheduler.step()
-            model.zero_grad(set_to_none=True)
+            for (
+                param
+            ) in trained:  # model.zero_grad walks every parameter (DeBERTa: 2.5 s of 804 profiled steps)
+                param.grad = None
             s["batch"] = i + 1
             if logger.wants_step(s["step"]):  # one host sync, only when a logger asks for it
                 logger.step(

@@ -149,6 +149,33 @@ def test_loda_and_loda_plus_match_the_equations():
     torch.testing.assert_close(br.loda_f2(u), layer_norm(leaky(u)))
 
 
+@pytest.mark.parametrize("order", ["[norm,linear,act,linear]", "[linear,act,norm,linear]"])
+def test_fast_f1_is_the_sequential_f1_values_and_gradients(order):
+    """method.fast computes f1's r×r linears as broadcast products (fused by inductor): the same f1 as
+    the nn.Sequential (fast=false), values and gradients; the zero-W2 case stays exactly zero."""
+    torch.manual_seed(0)
+    cfg = method_cfg("loda", f"method.f1_order={order}")
+    br = loda_mod.LoDABranch(32, 32, cfg, torch.empty(32, 32))
+    assert br.small_matmul
+    z = torch.randn(3, 7, 4, requires_grad=True)
+    runs = []
+    for fast in (True, False):
+        br.small_matmul = fast
+        out = br.f1(z)
+        runs.append((out, torch.autograd.grad(out.pow(2).sum(), [z, *br.loda_f1.parameters()])))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert a.abs().sum() > 0
+    with torch.no_grad():
+        [m for m in br.loda_f1 if isinstance(m, nn.Linear)][-1].weight.zero_()
+    br.small_matmul = True
+    assert torch.equal(br.inner(z), z)
+    assert not loda_mod.LoDABranch(
+        32, 32, method_cfg("loda", "method.fast=false"), torch.empty(32, 32)
+    ).small_matmul
+
+
 def test_loda_is_not_foldable_merge_and_peft_refuse():
     model = tiny_gpt2()
     apply(model, "loda")
