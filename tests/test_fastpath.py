@@ -318,7 +318,7 @@ def test_fast_path_auto_policy():
     long_run = resolve(auto, cuda, 1000)
     assert (long_run.compile_mode, long_run.pad_to_multiple_of, long_run.fused_optimizer) == (
         "reduce-overhead",
-        16,
+        32,
         True,
     )
     short = resolve(auto, cuda, 999)  # too short to pay back the warm-up: eager, exact padding
@@ -402,7 +402,7 @@ def test_compiled_runner_trains_like_the_eager_runner(tmp_path, glue_dir):
     assert eager["run_id"] == compiled["run_id"]
     assert eager["env"]["fast_path"]["compile_mode"] is None
     assert compiled["env"]["fast_path"]["compile_mode"] == "reduce-overhead"
-    assert compiled["env"]["fast_path"]["pad_to_multiple_of"] == 16
+    assert compiled["env"]["fast_path"]["pad_to_multiple_of"] == fastpath.AUTO_PAD_MULTIPLE == 32
     assert compiled["env"]["fast_path"]["compiled"] == "2 blocks (DebertaV2Layer)"  # compile_scope=blocks
     history = [(h["train_loss"], h["train_reg"]) for h in eager["metrics"]["history"]]
     history_c = [(h["train_loss"], h["train_reg"]) for h in compiled["metrics"]["history"]]
@@ -574,6 +574,53 @@ def test_compiled_blocks_flag_no_input_of_a_frozen_block(stub_inductor):
     assert len(graphs) == 2  # the frozen block's graph and the trained block's
     for got, want in zip(compiled, eager, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _compiled_block_saves(name):
+    """(forward outputs of a compiled GPT-2 block after AOT partitioning, eager and compiled losses and
+    gradients): the outputs beyond the block's own are the tensors the backward saved."""
+    from functorch.compile import min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    model, method = build(name, rank=4)
+    with torch.no_grad():
+        for m in method.lowrank.values():
+            m.lora_B.normal_(std=0.3)
+    saved = []
+
+    def fw(gm, example_inputs):
+        saved.append(len(next(n for n in gm.graph.nodes if n.op == "output").args[0]))
+        return gm.forward
+
+    backend = aot_autograd(fw_compiler=fw, bw_compiler=lambda gm, _: gm.forward,
+                           partition_fn=min_cut_rematerialization_partition)  # fmt: skip
+    block = model.transformer.h[0]
+    x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    params = [p for p in block.parameters() if p.requires_grad]
+
+    def loss_and_grads(forward):
+        out = forward(x)
+        out = out[0] if isinstance(out, tuple) else out
+        return [out.pow(2).sum(), *torch.autograd.grad(out.pow(2).sum(), [x, *params])]
+
+    eager = loss_and_grads(block.forward)
+    torch._dynamo.reset()
+    compiled = torch.compile(block.forward, backend=backend, dynamic=True)
+    with fastpath.tracing_config():
+        got = loss_and_grads(compiled)
+    return saved[0], eager, got
+
+
+def test_compiled_loda_block_saves_little_more_than_lora():
+    """Compiled, LoDA's f1 is recomputed in the backward from z (a checkpoint inside the fused q/v
+    branch): with q/v, c_fc and c_proj adapted, its GPT-2 block saves 46 tensors against LoRA's 38 (66
+    without the checkpoint; each is host work at every CUDA-graph replay), and it computes the eager
+    block's values and gradients."""
+    lora, _, _ = _compiled_block_saves("lora")
+    loda, eager, compiled = _compiled_block_saves("loda")
+    assert loda <= lora + 12, (loda, lora)  # torch 2.13 on CPU: 46 vs 38; 66 without the checkpoint
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_a_compile_failure_names_the_switch_that_runs_eager(tmp_path, glue_dir, monkeypatch):
