@@ -205,6 +205,10 @@ def run_row(row: str, workload: dict, args, device: torch.device) -> dict:
     # the runner's compile (fastpath: device-less constants on the GPU, tracing_config), static shapes
     forward, scope = model, contextlib.nullcontext
     if compiled:
+        # each row builds a new model: without a reset, the layers' code collects one cache entry per
+        # row and, past Dynamo's recompile limit (8), runs eager (seen: a third --repeats round at
+        # eager speed on the H200), as the runner does per run
+        torch._dynamo.reset()
         where = "blocks" if variant == "blocks" else "model"
         forward, scope, _ = fastpath.compile_forward(model, where, mode, device, dynamic=None)
     extra_loss = method.autograd_loss if method is not None else None

@@ -285,10 +285,13 @@ def test_sigterm_then_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run
     assert proc.returncode == 1 and "interrupted: stopped by SIGTERM" in out, out
     rec = only_record(results)
     assert rec["status"] == "interrupted" and len(rec["history"]) >= 1
-    # the rerun resumes; SIGKILL it at a random moment: no record is written, the checkpoint stays
+    # the rerun resumes; SIGKILL it at a random moment of its third epoch (or of the fourth: the run
+    # must not finish first, and after the runner's speed-ups the time from "resuming" to the end can
+    # be under a second): no record is written, the checkpoint stays
     proc = _start(results)
     _wait_for(proc, "resuming")
-    delay = random.uniform(0.0, 1.5)
+    _wait_for(proc, "epoch 3/4")
+    delay = random.uniform(0.0, 0.2)
     print(f"SIGKILL after {delay:.2f} s")
     try:
         proc.wait(timeout=delay)
