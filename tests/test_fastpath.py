@@ -293,6 +293,28 @@ def test_bench_tiny_writes_a_report(tmp_path, capsys):
     assert report["versions"]["torch"] == torch.__version__ and "tiny_gpt2" in capsys.readouterr().out
 
 
+def test_bench_repeats_rotate_the_row_order(tmp_path):
+    """`--repeats`: every row runs once per round, each round starting one row later (no row is always
+    first), and the report keeps every round's time."""
+    import json
+
+    from scripts import bench
+
+    log = tmp_path / "rows.jsonl"
+    argv = ["--workload", "tiny_gpt2", "--rows", "lora,gm_lora", "--steps", "1", "--warmup", "0"]
+    assert (
+        bench.main([*argv, "--repeats", "2", "--rows-log", str(log), "--out", str(tmp_path / "b.json")]) == 0
+    )
+    assert [json.loads(line)["row"] for line in log.read_text().splitlines()] == [
+        "lora",
+        "gm_lora",
+        "gm_lora",
+        "lora",
+    ]
+    rows = json.loads((tmp_path / "b.json").read_text())["workloads"]["tiny_gpt2"]["rows"]
+    assert [len(r["all_ms_per_step"]) for r in rows] == [2, 2]
+
+
 def test_table1_cost_model_counts_the_papers_steps():
     """Steps per (row, seed): epochs × ⌈n_train / 32⌉ over the 9 GLUE tasks, by hand."""
     from scripts import bench
