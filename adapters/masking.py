@@ -63,6 +63,7 @@ class _Bucket:
 
     def __init__(self, attr: str, index: list[int], shape: torch.Size, like: torch.Tensor, strict: bool):
         self.attr, self.members = attr, index
+        self.params: list[torch.Tensor] = []  # the members' factors (set by _Group.prepare)
         self.index = torch.tensor(index, device=like.device)
         self.keep = torch.zeros(len(index), *shape, device=like.device, dtype=like.dtype)
         self.keep_views = list(self.keep.unbind(0))
@@ -88,9 +89,10 @@ class _Group:
         self._key = None
 
     def prepare(self, strict: bool) -> None:
-        """(Re)builds the buckets when factor shapes, device or dtype changed (normally once)."""
-        factors = [(attr, getattr(m, attr)) for attr in ("lora_A", "lora_B") for m in self.modules]
-        key = (strict, tuple((p.shape, p.device, p.dtype) for _, p in factors))
+        """Builds the buckets on the first step. The factors stay the same Parameter objects for a whole
+        run (moving the model keeps them), so later steps reuse them: no per-module Python per step (a
+        rebuilt key of every factor's shape, device and dtype was a third of the hook's host time)."""
+        key = (strict, self.modules[0].lora_A.device)
         if key == self._key:
             return
         by_shape: dict[tuple, list[int]] = {}
@@ -102,6 +104,8 @@ class _Group:
             _Bucket(attr, idx, shape, getattr(self.modules[idx[0]], attr), strict)
             for (attr, shape, _, _), idx in by_shape.items()
         ]
+        for bucket in self.buckets:
+            bucket.params = [getattr(self.modules[i], bucket.attr) for i in bucket.members]
         self._key = key
 
     def fill(self) -> None:
@@ -228,7 +232,7 @@ class DirectionMask(StepHook):
             g.prepare(strict)
             g.fill()
             for bucket in g.buckets:
-                params = [getattr(g.modules[i], bucket.attr) for i in bucket.members]
+                params = bucket.params
                 pairs = [(p.grad, v) for p, v in zip(params, bucket.keep_views) if p.grad is not None]
                 if pairs:
                     grads, masks = zip(*pairs)
