@@ -61,12 +61,13 @@ for row, r in rows.items():
 json.dump(rows, open(f"{sys.argv[1]}/methods.json", "w"), indent=1)
 PY
       ;;
-    bench)  # goals 1, 2, 6 under CUDA graphs / compile, both workloads
-      $T 280 $py scripts/bench.py --workload deberta --steps 20 --warmup 8 --no-parts \
-        --rows peft_lora,lora,lora@graphs,lora@blocks,rm_lora@blocks,r_lora@blocks,gm_lora@blocks \
+    bench)  # goals 1, 2, 6 under the runner's compiled layers, both workloads; 3 rotated rounds (rows
+      # move by up to 10 % between rounds: ratios come from each row's fastest round)
+      $T 280 $py scripts/bench.py --workload deberta --steps 20 --warmup 8 --no-parts --repeats 3 \
+        --rows peft_lora,lora@blocks,r_lora@blocks,gm_lora@blocks,rm_lora@blocks \
         --rows-log "$out/rows.jsonl" --out "$out/bench_deberta.json" >"$out/bench_deberta.log" 2>&1
-      $T 280 $py scripts/bench.py --workload gpt2 --steps 20 --warmup 8 --no-parts \
-        --rows peft_lora,lora,lora@blocks,rm_lora@blocks,loda,loda@blocks \
+      $T 280 $py scripts/bench.py --workload gpt2 --steps 20 --warmup 8 --no-parts --repeats 3 \
+        --rows peft_lora,lora@blocks,rm_lora@blocks,loda@blocks,loda_plain@blocks \
         --rows-log "$out/rows.jsonl" --out "$out/bench_gpt2.json" >"$out/bench_gpt2.log" 2>&1
       ;;
     e2e)  # goal 3: CoLA 3 epochs, PEFT eager vs our runner compiled, cold then warm cache
