@@ -61,11 +61,11 @@ class _Bucket:
     shaped, so `torch._foreach_mul_(grads, views)` takes the fused multi-tensor kernel on CUDA.
     """
 
-    def __init__(self, attr: str, index: list[int], shape: torch.Size, like: torch.Tensor, strict: bool):
-        self.attr, self.members = attr, index
-        self.params: list[torch.Tensor] = []  # the members' factors (set by _Group.prepare)
+    def __init__(self, attr: str, index: list[int], params: list[torch.Tensor], strict: bool):
+        self.attr, self.members, self.params = attr, index, params  # params: the members' factors
+        like = params[0]
         self.index = torch.tensor(index, device=like.device)
-        self.keep = torch.zeros(len(index), *shape, device=like.device, dtype=like.dtype)
+        self.keep = torch.zeros(len(index), *like.shape, device=like.device, dtype=like.dtype)
         self.keep_views = list(self.keep.unbind(0))
         self.drop = torch.ones_like(self.keep) if strict else None
         self.drop_views = list(self.drop.unbind(0)) if strict else None
@@ -101,11 +101,9 @@ class _Group:
                 p = getattr(m, attr)
                 by_shape.setdefault((attr, p.shape, p.device, p.dtype), []).append(i)
         self.buckets = [
-            _Bucket(attr, idx, shape, getattr(self.modules[idx[0]], attr), strict)
-            for (attr, shape, _, _), idx in by_shape.items()
+            _Bucket(attr, idx, [getattr(self.modules[i], attr) for i in idx], strict)
+            for (attr, _, _, _), idx in by_shape.items()
         ]
-        for bucket in self.buckets:
-            bucket.params = [getattr(self.modules[i], bucket.attr) for i in bucket.members]
         self._key = key
 
     def fill(self) -> None:

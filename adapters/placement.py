@@ -158,6 +158,7 @@ class FusedLowRank(nn.Module):
         for name in self.adapted:
             self.add_module(name, branches[name])
         self.fusable = _fusable([branches[b] for b in self.adapted])
+        self.has_inner = any(getattr(branches[b], "inner", None) is not None for b in self.adapted)
 
     def branch(self, block: str) -> nn.Module:
         return self.get_submodule(block)
@@ -184,7 +185,7 @@ class FusedLowRank(nn.Module):
         first = branches[self.adapted[0]]
         a = torch.cat([br.lora_A for br in branches.values()]) if len(branches) > 1 else first.lora_A
         z = F.linear(first.dropout(x), a)  # (..., Σr)
-        if any(br.inner is not None for br in branches.values()):
+        if self.has_inner:  # LoDA
             inner = functools.partial(_inners, list(branches.values()))
             # compiled: recomputed in the backward from z (cheap: Σr columns), so that the graph saves z
             # instead of every intermediate of f1 (norm statistics, σ inputs): under CUDA graphs each saved

@@ -235,7 +235,7 @@ class Glue(Task):
 
         evals = {split: encode(rows) for split, rows in self.raw.items() if split != "train"}
         # what transformers' DataCollatorWithPadding gives, 6x faster (its per-batch tokenizer.pad cost
-        # 3.6 ms of a step's host time for 32 rows; tests/test_tasks.py checks the two agree)
+        # 3.6 ms of a step's host time for 32 rows; tests/test_glue.py checks the two agree)
         pads = encoder_pads(tokenizer)
         collate = pad_collate(pads, side=getattr(tokenizer, "padding_side", "right"))
         return TaskData(encode(self.raw["train"]), evals, collate, pad_values=pads)
