@@ -12,9 +12,11 @@ What runs (each a `train.*` key; `auto` decides per device and run; none changes
   `tracing_config` (floats as constants, no duck shapes). Evaluation and decoding stay eager (their
   shapes and control flow vary). The first optimizer step runs eager: Hugging Face models set config
   fields on their first call (e.g. `problem_type`), which would otherwise cost a recompilation. Under
-  CUDA graphs the loop copies every output it keeps (graphs reuse their output buffers on the next
-  step), and with `train.grad_accum > 1` the mode falls back to "default" (CUDA-graph trees overwrite
-  accumulated gradients: pytorch/pytorch#169545), said in the record's `env.fast_path.note`.
+  CUDA graphs an epoch's last, smaller batch runs eager too (its shape would be recorded, one graph
+  per layer call, for one step an epoch), the loop copies every output it keeps (graphs reuse their
+  output buffers on the next step), and with `train.grad_accum > 1` the mode falls back to
+  "default" (CUDA-graph trees overwrite accumulated gradients: pytorch/pytorch#169545), said in the
+  record's `env.fast_path.note`.
   Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
   unless the user set it), so the later runs of a sweep load kernels instead of compiling them.
 - `train.pad_to_multiple_of` (auto: 32 when compiling, else exact dynamic padding): token batches

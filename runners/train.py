@@ -264,6 +264,7 @@ def _from_main(obj, state):
 def _train(
     cfg, t, record, method_mod, method_cfg, task_mod, task_cfg, builder, device, attempt, signals, logger
 ):
+    setup_tic = time.perf_counter()
     seed_everything(cfg.seed)
     task = task_mod.TASK(task_cfg)  # loads and checks data files first: cheap failures before models
     tokenizer = builder.build_tokenizer(cfg.model, task.texts())
@@ -369,6 +370,7 @@ def _train(
         compiled = (forward, loss_terms, scope)
         record["env"]["fast_path"]["compiled"] = what  # e.g. "12 blocks (DebertaV2Layer)", or "model"
     cudagraphs = fastpath.uses_cudagraphs(fast.compile_mode)
+    per_process_batch = t.batch_size // acc.num_processes
     watched = _fingerprints(method)
     trained = [p for p in model.parameters() if p.requires_grad]  # the only ones with gradients
 
@@ -392,6 +394,7 @@ def _train(
         if t.checkpoint and main and not (distributed and acc_state is not None):
             _save_checkpoint(ckpt_path, s, acc_state, model, optimizer, scheduler, method, order, watched)
 
+    setup_s = time.perf_counter() - setup_tic  # data, model, method, optimizer, compile wrappers
     for epoch in range(s["epoch"], epochs + 1):
         model.train()
         tic = epoch_tic = time.perf_counter()
@@ -417,6 +420,10 @@ def _train(
             batch = to_device(batch)
             if compiled is not None and s["step"] >= 1:
                 train_model, extra_loss, compiled_scope = compiled
+                if cudagraphs and _rows(batch) < per_process_batch:
+                    # an epoch's last, smaller batch: its shape would cost one CUDA-graph recording
+                    # per layer call, forward and backward, for one step an epoch; it runs eager
+                    train_model, compiled_scope = model, nullcontext
             if cudagraphs:
                 torch.compiler.cudagraph_mark_step_begin()
             with acc.autocast(), compiled_scope():
@@ -496,12 +503,14 @@ def _train(
             labels = torch.cat(acc_state["labels"]).cpu()
             entry["train"] = task.metrics(preds, labels.float() if labels.is_floating_point() else labels)
         if epoch in eval_epochs:
+            eval_tic = time.perf_counter()
             entry["eval"] = {}
             for split, loader_ in evals.items():
                 ctx = EvalContext(
                     to_device, acc.autocast, attempt / "outputs" / f"epoch_{epoch}" / split, epoch, split
                 )
                 entry["eval"][split] = task.evaluate(eval_model, loader_, ctx)
+            s.setdefault("eval_s", []).append(time.perf_counter() - eval_tic)
             score = entry["eval"][first_eval][task.main_metric]
             if task.main_metric in entry.get("train", {}):  # train − eval (RM-LoRA's generalization error)
                 train_score = entry["train"][task.main_metric]
@@ -549,7 +558,9 @@ def _train(
         "train_s": s["train_time"],
         "steps": s["step"],
         "samples_per_s": s["seen"] / s["train_time"] if s["train_time"] else None,
-        "epoch_s": s.get("epoch_s", []),
+        "epoch_s": s.get("epoch_s", []),  # each epoch's training + evaluation
+        "eval_s": s.get("eval_s", []),
+        "setup_s": setup_s,  # this process's, before its first step (a resumed run's own)
         **_peak_memory(device),
     }
     weights = attempt / "weights.safetensors"
@@ -662,6 +673,11 @@ def _load_checkpoint(path, model, optimizer, scheduler, method, order, watched) 
         acc_state["loss"], acc_state["reg"] = acc_state["loss"].to(device), acc_state["reg"].to(device)
         progress["acc_state"] = acc_state
     return progress
+
+
+def _rows(batch: dict) -> int:
+    """The number of examples in a batch (its first tensor's leading size)."""
+    return next(v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.ndim)
 
 
 def _peak_memory(device: torch.device) -> dict:

@@ -22,6 +22,11 @@ epoch's dev evaluation and the runner's checkpoints / record are all inside the 
             the record's `timing` is kept beside the outer wall time.
   warm      with `--reuse-cache`: the first runner variant again with seed+1 on the same
             TorchInductor cache dir (compiled artifacts reused from disk).
+Bytecode: every phase runs with PYTHONPYCACHEPREFIX=<work>/pycache (PYTHONDONTWRITEBYTECODE unset), and
+an untimed prime (the baseline for one step) fills it first, so the timed baseline imports from
+bytecode as the runner phases after it do. A pip-installed environment has its .pyc files; the lent GPU
+machine ships torch without them and sets PYTHONDONTWRITEBYTECODE, which there made every phase
+compile its imports again (≈ 7 s of a warm runner phase's 44 s). `--no-bytecode-cache`: as the machine is.
 TorchInductor caches: TORCHINDUCTOR_CACHE_DIR as the user set it (shared by every phase), else a
 fresh `<work>/inductor_cache/v<i>` per runner variant (a cold start each; the warm phase reuses v0).
 Output: a table (phase, wall s, train s, samples/s, final dev metric, speed-up = baseline wall /
@@ -167,7 +172,8 @@ def baseline(overrides: list[str], seed: int) -> dict:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     regression = task.head["num_labels"] == 1
 
-    history, step, seen, train_s = [], 0, 0, 0.0
+    history, step, seen, train_s, eval_s = [], 0, 0, 0.0, []
+    setup_s = time.perf_counter() - start  # imports included (the runner's setup_s starts after them)
     for epoch in range(1, epochs + 1):
         model.train()
         tic = time.perf_counter()
@@ -192,6 +198,7 @@ def baseline(overrides: list[str], seed: int) -> dict:
         seen += n
 
         model.eval()
+        eval_tic = time.perf_counter()
         preds, labels = [], []
         with torch.no_grad():
             for batch in dev:
@@ -201,6 +208,7 @@ def baseline(overrides: list[str], seed: int) -> dict:
                 preds.append((logits.squeeze(-1) if regression else logits.argmax(-1)).float().cpu())
                 labels.append(batch["labels"].cpu())
         scores = task.metrics(torch.cat(preds), torch.cat(labels))
+        eval_s.append(time.perf_counter() - eval_tic)
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "eval": {dev_split: scores}})
         print(
             f"baseline epoch {epoch}/{epochs} step {step}: train loss {train_loss:.4f} | {scores}", flush=True
@@ -209,6 +217,8 @@ def baseline(overrides: list[str], seed: int) -> dict:
     return {
         "steps": step,
         "train_s": train_s,
+        "eval_s": eval_s,
+        "setup_s": setup_s,
         "samples_per_s": seen / train_s if train_s else None,
         "inner_wall_s": time.perf_counter() - start,
         "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
@@ -284,11 +294,33 @@ def _run(cmd: list[str], env: dict, log, timeout: float | None) -> int | str:
         return "timeout"
 
 
+def child_env(work: Path, bytecode_cache: bool) -> dict:
+    """The phases' environment: with `bytecode_cache`, imports read and write <work>/pycache."""
+    env = dict(os.environ)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
+
+
+def prime(args, work: Path) -> dict:
+    """Untimed: the baseline for one step, so its imports are bytecode when the timed phases start."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--baseline-only", str(work / "prime.json")]
+    over = [o for o in common_overrides(args) if not o.startswith("train.max_steps=")]
+    cmd += ["--seed", str(args.seed), "--", *over, "train.max_steps=1"]
+    start = time.perf_counter()
+    with open(work / "prime.log", "w") as f:
+        rc = _run(cmd, child_env(work, True), f, timeout=600)
+    if rc != 0:
+        sys.exit(f"error: the bytecode prime failed (rc {rc}); see {work / 'prime.log'}")
+    return {"cmd": shlex.join(cmd), "wall_s": time.perf_counter() - start, "pycache": str(work / "pycache")}
+
+
 def run_phase(phase: dict, args, work: Path, timeout: float | None) -> dict:
     """Runs one phase as a subprocess; returns its row (wall time measured here, from spawn to exit)."""
     slug = phase["kind"] + ("" if phase["kind"] == "baseline" else "_" + Path(phase["results_dir"]).name)
     log = work / f"{slug}.log"
-    env = dict(os.environ)
+    env = child_env(work, args.bytecode_cache)
     if phase.get("cache"):
         env["TORCHINDUCTOR_CACHE_DIR"] = phase["cache"]
     if phase["kind"] == "baseline":
@@ -377,6 +409,12 @@ def parse(argv):
         help='one runner variant, e.g. "train.compile=false" ("" = defaults); repeatable',
     )
     p.add_argument("--reuse-cache", action="store_true", help="rerun the first variant (seed+1) on its cache")
+    p.add_argument(
+        "--no-bytecode-cache",
+        dest="bytecode_cache",
+        action="store_false",
+        help="phases compile their imports as this machine's Python settings say (no prime)",
+    )
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the baseline phase")
     p.add_argument("--phase-timeout", type=float, default=None, help="seconds before a phase is stopped")
     p.add_argument(
@@ -429,6 +467,9 @@ def main(argv=None) -> int:
     }
     # untimed: the first timed phase should not pay for a cold disk cache of the libraries alone
     subprocess.run([sys.executable, "-c", "import torch, transformers, peft, accelerate, hydra"], check=True)
+    if args.bytecode_cache:
+        result["bytecode_prime"] = prime(args, work)
+        print(f"== bytecode prime (untimed): {result['bytecode_prime']['wall_s']:.1f} s", flush=True)
     t0 = time.perf_counter()
     for phase in phases:
         left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - t0)

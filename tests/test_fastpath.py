@@ -705,3 +705,36 @@ def test_every_kind_of_method_trains_compiled_like_eager(model, method, tmp_path
     assert 1 <= len(graphs) <= 2, f"{len(graphs)} graphs: a layer recompiled"  # the layer (+ loss terms)
     curve = lambda r: torch.tensor([h["train_loss"] for h in r["metrics"]["history"]])  # noqa: E731
     torch.testing.assert_close(curve(compiled), curve(eager), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,compiled_rows", [("reduce-overhead", {8}), ("default", {8, 4})])
+def test_under_cuda_graphs_an_epochs_smaller_last_batch_runs_eager(
+    mode, compiled_rows, tmp_path, glue_dir, stub_inductor, monkeypatch
+):
+    """44 examples in batches of 8: each epoch ends with a batch of 4. Under CUDA graphs that shape
+    would be recorded for one step an epoch, so it runs eager; without graphs it runs compiled."""
+    from runners.train import run
+
+    rows = []  # the batch size of every compiled layer call
+
+    def backend(gm, example_inputs, **kwargs):
+        def call(*args):
+            rows.append(max(a.shape[0] for a in args if torch.is_tensor(a) and a.ndim == 3))
+            return gm.forward(*args)
+
+        return call
+
+    monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", lambda *args: backend)
+    common = (
+        "model=tiny_deberta", "task=glue/rte", f"task.data_dir={glue_dir}", "method=lora",
+        "+task.max_train_samples=44", "+task.max_eval_samples=8", "train.batch_size=8", "train.epochs=2",
+        "train.checkpoint=false",
+    )  # fmt: skip
+    eager = run(make_cfg(*common, results_dir=tmp_path / "eager"))
+    over = ("train.compile=true", f"train.compile_mode={mode}")
+    compiled = run(make_cfg(*common, *over, results_dir=tmp_path / "compiled"))
+    assert set(rows) == compiled_rows
+    # 2 layers; 12 steps: the first runs eager, and under graphs so do the 2 epochs' batches of 4
+    assert len(rows) == 2 * (11 if mode == "default" else 9)
+    curve = lambda r: torch.tensor([h["train_loss"] for h in r["metrics"]["history"]])  # noqa: E731
+    torch.testing.assert_close(curve(compiled), curve(eager), rtol=1e-4, atol=1e-5)
