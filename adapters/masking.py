@@ -3,8 +3,18 @@
 Every optimizer step and for every module independently, draw r̂ distinct directions R_t ⊂ {0..R−1}
 from the run's seeded generator; keep the gradient of rows i ∈ R_t of A (R×d_in) and of columns
 j ∈ R_t of B (d_out×R), zero the rest, then step. (Algorithm 1's "M_A[i, j] = 1 for j = 1..R" is a
-typo: whole rows of A, whole columns of B.) Only low-rank factors are masked, never the task head
-(the reference code zeroes the head's gradient too; we do not: REFERENCE.md).
+typo: whole rows of A, whole columns of B.) By default only low-rank factors are masked, never the
+task head, and from the first step on (Algorithm 1).
+
+The authors' code (github.com/yz-mao/RM-LoRA, RM-LoRA/adalora_trainer.py, `_inner_training_loop`,
+after clipping, before `optimizer.step()`) differs in two ways, both available as switches:
+- `start=2` (`method.mask_start`): it masks only `if self.state.global_step > 0`, so its first
+  optimizer step updates every direction (and the head) in full.
+- `head` (`method.mask_head`): from then on every trainable parameter with a gradient gets
+  `param.grad *= mask` with a mask of zeros unless its name holds lora_A / lora_B; in their run_glue.py
+  the trainable non-LoRA parameters are exactly the pooler and the classifier (the model's head). So
+  the head gets one real gradient (step 1), then only AdamW's decaying momentum moves it (HF Trainer's
+  AdamW: m ← β1·m, v ← β2·v with a zero gradient, weight decay 0 in their scripts).
 
 Modes:
 - `grad` (default; the paper's wording and the reference code): masked gradients are zero, but
@@ -131,11 +141,18 @@ class DirectionMask(StepHook):
         shared: bool = True,
         mode: str = "grad",
         fast: bool = True,
+        head: list[torch.Tensor] = (),
+        start: int = 1,
     ):
+        """`head`: parameters whose whole gradient is zeroed on masked steps (the authors' code); `start`:
+        the first (1-based) optimizer step that is masked (the authors' code: 2)."""
         if mode not in MODES:
             raise ValueError(f"unknown mask_mode {mode!r}; valid: {', '.join(MODES)}")
+        if head and mode != "grad":
+            raise ValueError("a masked head is the authors' gradient mask: mode must be 'grad'")
         self.modules, self.directions, self.generator = modules, directions, generator
         self.shared, self.mode, self.fast = shared, mode, fast
+        self.head, self.start = list(head), start
         by_rank: dict[int, list[str]] = {}
         for name, m in modules.items():
             by_rank.setdefault(int(m.rank), []).append(name)
@@ -187,14 +204,39 @@ class DirectionMask(StepHook):
 
     # --- hooks -----------------------------------------------------------------------------------
 
+    def describe(self) -> dict:
+        """What the record says about this mask."""
+        ranks = sorted({g.rank for g in self.groups})
+        return {
+            "directions": self.directions,
+            "rank": ranks[0] if len(ranks) == 1 else ranks,
+            "shared": self.shared,
+            "mode": self.mode,
+            "start_step": self.start,
+            "head": "masked (authors' code)" if self.head else "not masked",
+        }
+
     def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        if not self.groups:
+        if not self.groups or step < self.start:  # before `start`: no draw, nothing masked
             return
         self._draw()
         if self.fast:
             self._mask_fast(optimizer)
         else:
             self._mask_loop(optimizer)
+        self._mask_head()
+
+    @torch.no_grad()
+    def _mask_head(self) -> None:
+        """The head's gradient times zero, as the authors' `param.grad *= mask` (a NaN stays NaN)."""
+        grads = [p.grad for p in self.head if p.grad is not None]
+        if not grads:
+            return
+        if self.fast:
+            torch._foreach_mul_(grads, 0.0)
+        else:
+            for g in grads:
+                g.mul_(0.0)
 
     @torch.no_grad()
     def after_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:

@@ -5,6 +5,11 @@
 
 The reference form is what the authors' code does (AdaLoRA's regularizer: non-squared norms,
 averaged over the 2M matrices; REFERENCE.md). The task loss gets `reg_weight · Reg`.
+Checked against github.com/yz-mao/RM-LoRA, RM-LoRA/adalora_trainer.py (`compute_loss` calls
+`compute_svd_orth_regu` for their `lora_type` v1/v2): for every parameter named lora_A (Gram p pᵀ)
+or lora_B (pᵀ p) it sums `torch.norm(G − I, p="fro")` and divides by the number of such
+parameters, i.e. A and B averaged together over 2M; `loss = loss + reg_orth_coef · Reg` before
+backward (so before clipping), `--reg_orth_coef 0.1` in RM-LoRA/run_glue.sh. The same here.
 
 Fast path (default): both terms are Gram gaps G − I of an R×d "row matrix" (A itself, or Bᵀ, since
 Bᵀ B = (Bᵀ)(Bᵀ)ᵀ). The row matrices of all modules are grouped by shape, stacked to (n, R, d) and
@@ -51,7 +56,7 @@ def _gram_gap(m: torch.Tensor) -> torch.Tensor:
     return gram - torch.eye(gram.shape[0], device=m.device, dtype=gram.dtype)
 
 
-def orthogonality_penalty_loop(modules: list[nn.Module], form: str = "paper") -> torch.Tensor:
+def orthogonality_penalty_loop(modules: list[nn.Module], form: str = "reference") -> torch.Tensor:
     """Reg(A, B), one module at a time (the reference implementation of `orthogonality_penalty`)."""
     _check_form(form)
     gaps = [g for m in modules for g in (_gram_gap(m.lora_A), _gram_gap(m.lora_B.T))]
@@ -69,7 +74,9 @@ def row_matrix_groups(modules: list[nn.Module]) -> list[list[torch.Tensor]]:
     return list(groups.values())
 
 
-def orthogonality_penalty(modules: list[nn.Module], form: str = "paper", fast: bool = True) -> torch.Tensor:
+def orthogonality_penalty(
+    modules: list[nn.Module], form: str = "reference", fast: bool = True
+) -> torch.Tensor:
     """Reg(A, B) over `modules` (each with `lora_A` (R, d_in) and `lora_B` (d_out, R)).
 
     `fast`: one batched Gram product per group of equally shaped factors (module docstring);
@@ -145,11 +152,21 @@ class OrthogonalityRegularizer:
     """Loss term `weight · Reg(A, B)` over the given modules (`fast`: batched, and the runner adds its
     gradient analytically through `add_grad`; see the module docstring)."""
 
-    def __init__(self, modules: list[nn.Module], weight: float, form: str = "paper", fast: bool = True):
+    def __init__(self, modules: list[nn.Module], weight: float, form: str = "reference", fast: bool = True):
         _check_form(form)
         self.modules, self.weight, self.form, self.fast = modules, weight, form, fast
         self._groups: list | None = None
         self._eyes: dict = {}
+
+    def describe(self) -> dict:
+        """What the record says about this term: the form, λ, and the formula in words."""
+        count = 2 * len(self.modules)
+        what = {
+            "reference": f"mean over the {count} factors of the non-squared ‖AAᵀ−I‖_F, ‖BᵀB−I‖_F "
+            "(RM-LoRA code, AdaLoRA's form)",
+            "paper": f"sum over the {len(self.modules)} modules of ‖AAᵀ−I‖²_F + ‖BᵀB−I‖²_F (Eq. 10)",
+        }[self.form]
+        return {"form": self.form, "weight": self.weight, "term": what}
 
     @property
     def analytic(self) -> bool:

@@ -278,7 +278,7 @@ def test_grad_mode_lets_momentum_move_masked_rows_strict_mode_does_not():
                 assert changed_a == set(range(4)) and changed_b == set(range(4))
 
 
-def test_head_is_never_masked(tiny_deberta_parts):
+def test_head_is_not_masked_by_default(tiny_deberta_parts):
     model_cfg, *_, batch = tiny_deberta_parts
     model = tiny_deberta(tiny_deberta_parts)
     method = apply(
