@@ -10,6 +10,9 @@
   success, and its own record stays in its folder).
 - An attempt that ended without success and left a checkpoint is resumed by the next run.
 - A success record whose weights file is missing does not count as done.
+- Nor does one over other data (its `data.fingerprint`, the sha256 of the files read, differs from
+  the files' now): the run trains again, and the old record is first copied to
+  `<run_id>/superseded/` (attempt folders go when a new attempt succeeds; that copy stays).
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ class RunStore:
             return None
         weights = rec.get("weights")
         return rec if weights and Path(weights).is_file() else None
+
+    def set_aside(self, record: dict) -> Path:
+        """Copies a success record that a retraining will supersede to `<run_id>/superseded/`."""
+        fingerprint = ((record.get("data") or {}).get("fingerprint") or "none")[:12]
+        path = self.dir / "superseded" / f"{record.get('attempt', 'record')}-data-{fingerprint}.json"
+        write_json(path, record)
+        return path
 
     def _attempts(self) -> list[Path]:
         if not self.dir.is_dir():

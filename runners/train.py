@@ -42,7 +42,7 @@ from runners.logging import progress as progress_bar
 from runners.record import atomic_write, environment
 from runners.store import RunStore, check_writable
 from tasks import TASKS
-from tasks.base import EvalContext
+from tasks.base import EvalContext, data_record
 
 
 class RunStopped(Exception):
@@ -158,12 +158,14 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
     task_cfg = typed(task_mod.Config, cfg.task, "task", drop=TRAIN_KEYS)
     check_run_config(resolved, t, method_mod, method_cfg)
     builder.check_task(cfg.model.name, cfg.task.name)
+    builder.check_source(cfg.model, cfg.task.name)  # pretrained weights reachable: else one line, at once
     device = _device(cfg.device, job)
     check_writable(Path(cfg.paths.results_dir))
     logger = build_logger(resolved.get("logger"))
 
     run_id, group_id = run_ids(resolved)
     store = RunStore(Path(cfg.paths.results_dir), run_id)
+    data = data_record(task_mod.TASK, task_cfg)  # source + sha256 of the files this config reads
     state = PartialState(cpu=device.type == "cpu")  # several processes under `accelerate launch`
     main = state.is_main_process  # only the main process locks, decides, checkpoints and writes
     with ExitStack() as stack:
@@ -172,9 +174,11 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
         if main:
             if not stack.enter_context(store.lock()):
                 verdict = ("locked", None)
-            elif (old := store.success()) and not cfg.force:
+            elif (old := store.success()) and not cfg.force and not (stale := _stale_data(old, data)):
                 verdict = ("skipped", None)
             else:
+                if old and not cfg.force:  # done, but over other data: train again, keep the old record
+                    print(f"retrain {run_id}: {stale}; old record kept at {store.set_aside(old)}")
                 verdict = ("train", str(store.resumable() or store.new_attempt()))
         verdict = _from_main(verdict, state)
         if verdict[0] == "locked":
@@ -199,6 +203,7 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
             "artifacts": str(attempt),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "env": environment(device),
+            "data": data,
         }
         if not main:
             logger = build_logger(None)
@@ -241,6 +246,23 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
     if record["status"] != "success":
         raise RunStopped(record["status"], f"{record['status']}: {record['error']}")
     return record
+
+
+def _stale_data(old: dict, data: dict) -> str | None:
+    """Why a success record `old` does not hold for the data files now, or None if it does.
+
+    Configs that read no files (Hub datasets, generated data) have no fingerprint: nothing to compare.
+    """
+    if data["fingerprint"] is None:
+        return None
+    before = old.get("data") or {}
+    if before.get("fingerprint") == data["fingerprint"]:
+        return None
+    if not before.get("fingerprint"):
+        return "its record names no data fingerprint (written before records had one)"
+    files = before.get("files") or {}
+    changed = sorted(n for n in data["files"].keys() | files.keys() if files.get(n) != data["files"].get(n))
+    return f"its data files changed since the record ({', '.join(changed)})"
 
 
 def _from_torch_compile(e: BaseException) -> bool:

@@ -12,6 +12,10 @@ it is registered by name in `tasks/__init__.py`. The runner calls, in order:
     loss, preds, labels = task.forward(model, batch)   # per batch, train and eval
     task.evaluate(model, loader, ctx)                  # per eval split: {"loss", metrics...}
 
+Before any of that (without building the task), `data_record(TaskClass, cfg)` names where the data
+comes from (`data_source(cfg)`) and the sha256 of every file it reads (`data_files(cfg)`): the
+record's `data`. A successful record over other file contents is not taken as done (runners/train.py).
+
 Generation or span-extraction tasks override `evaluate` (and write predictions to `ctx.out_dir`);
 classification / regression tasks only define `forward` and `metrics`. `forward` may return
 `preds=None` (no training metrics); the first dimension of `labels` counts the batch's examples.
@@ -19,6 +23,8 @@ classification / regression tasks only define `forward` and `metrics`. `forward`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +75,19 @@ class Task:
         """How records and tables name this task (e.g. glue/cola)."""
         return cfg.name
 
+    @classmethod
+    def data_source(cls, cfg) -> str | None:
+        """Where this config's data comes from, e.g. `files: <dir> (GLUE TSVs)` or `hub: glue/cola`;
+        None: the task does not say (the record's `data.source` is then null)."""
+        return None
+
+    @classmethod
+    def data_files(cls, cfg) -> dict[str, Path]:
+        """The files this config reads, by a name that does not depend on where they lie (e.g.
+        `CoLA/train.tsv`); cheap, without reading them. Files that do not exist are left out of the
+        fingerprint (the task itself reports them when it loads)."""
+        return {}
+
     @property
     def head(self) -> dict | None:
         return None
@@ -116,3 +135,22 @@ class Task:
             labels.append(y.float() if y.is_floating_point() else y)
         preds, labels = torch.cat(preds).cpu(), torch.cat(labels).cpu()
         return {"loss": float(total) / max(n, 1), **self.metrics(preds, labels)}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_record(task_cls: type[Task], cfg) -> dict:
+    """{"source", "files": {name: sha256}, "fingerprint"}: what the record says about its data.
+
+    The fingerprint is the sha256 of the sorted (name, sha256) list, None when no file is read
+    (Hub datasets, generated data): then there is nothing to compare between two runs.
+    """
+    files = {name: sha256_file(p) for name, p in sorted(task_cls.data_files(cfg).items()) if p.is_file()}
+    fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
+    return {"source": task_cls.data_source(cfg), "files": files, "fingerprint": fingerprint}

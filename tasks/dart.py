@@ -7,9 +7,12 @@ a list of {tripleset, annotations: [{source, text}]}), or `datasets.load_dataset
 Offline only dev and test exist (`task.files.test=dart-v1.1.1-full-test.from_xml.json`).
 
 Scores: `tasks.metrics.dart` (GenerationEval as LoRA runs it: BLEU, METEOR, TER; at most 6
-references per source, fewer padded with the first). Outputs per evaluation: `hypotheses.txt`
-and `reference0` .. `reference5` (line i of each: a reference of source i), the files eval.py
-reads (`-R reference -nr 6`): `python -m tasks.metrics dart hypotheses.txt reference0 ... reference5`.
+references per source, fewer padded with the first). Every output and reference is first lower-cased,
+then tokenised (each non-word character split off), as LoRA's `gpt2_decode.py --tokenize --lower`
+writes them (microsoft/LoRA examples/NLG README, DART step 2); those texts are scored and written.
+Outputs per evaluation: `hypotheses.txt` and `reference0` .. `reference5` (line i of each: a
+reference of source i), the files eval.py reads as they are (`-R reference -nr 6`), so the official
+script gives the record's numbers: `python -m tasks.metrics dart hypotheses.txt reference0 ... reference5`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.base import DataError
-from tasks.metrics.dart import NUM_REFS, dart_scores, prepare
+from tasks.metrics.dart import NUM_REFS, dart_scores, lora_tokenize, prepare
 from tasks.nlg import Config as NLGConfig
 from tasks.nlg import NLGTask, write_text
 
@@ -58,9 +61,15 @@ def pairs_of(entries, where: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def official_text(text: str) -> str:
+    """gpt2_decode.py's `post_process(text, is_tokenize=True, is_lower=True)`: lower, then tokenise."""
+    return lora_tokenize(text.lower())
+
+
 class Dart(NLGTask):
     name = "dart"
     default_files = FILES
+    file_kind = "DART v1.1.1 JSON"
 
     def read_file(self, path: Path) -> list[tuple[str, str]]:
         try:
@@ -72,8 +81,16 @@ class Dart(NLGTask):
     def read_hub(self, ds) -> list[tuple[str, str]]:
         return pairs_of(ds, self.cfg.hub_id)
 
+    def official_texts(self, hyps, refs):
+        return [official_text(h) for h in hyps], [[official_text(r) for r in group] for group in refs]
+
     def score(self, hyps, refs) -> dict:
-        return dart_scores(hyps, refs, num_refs=NUM_REFS, meteor=self.cfg.java_metrics)
+        # the texts are already those of the written files (official_texts): scored as eval.py reads them
+        result = dart_scores(hyps, refs, num_refs=NUM_REFS, preprocess=False, meteor=self.cfg.java_metrics)
+        result["settings"]["preprocess"] = (
+            "gpt2_decode.py --tokenize --lower (lower, then tokenise), as written"
+        )
+        return result
 
     def write_outputs(self, out_dir: Path, hyps, refs) -> None:
         _, columns = prepare(hyps, refs, NUM_REFS, preprocess=False)

@@ -13,6 +13,11 @@ generated tokens h_1..h_t):
         hypothesis if strictly higher, and its beam gets s = -inf (it still holds a slot this step)
 after the last step (t = max_new_tokens - 1) every live beam is a candidate with length T.
 
+Precision: `fp32=True` (the default) runs the model with autocast off, as microsoft/LoRA decodes
+(gpt2_beam.py: the fp32 model, no autocast), also when the caller holds an autocast context or the
+model's forward is wrapped in one (accelerate's mixed-precision `prepare`, which `unwrap_model`
+keeps); `fp32=False` runs it under whatever autocast is active (bf16 on CUDA: some outputs change).
+
 The source's output is its best hypothesis. Differences from HF `generate(num_beams=K)`: HF
 keeps 2K candidates so finished ones do not take beam slots, applies the n-gram ban after the
 log-softmax (no renormalisation) and over the prompt too, and stops by its `early_stopping` rule.
@@ -88,14 +93,28 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[to
 
 @torch.no_grad()
 def beam_search_batch(
-    model: nn.Module, prompts: Sequence[Sequence[int]], cfg: BeamConfig, pad_id: int
+    model: nn.Module, prompts: Sequence[Sequence[int]], cfg: BeamConfig, pad_id: int, fp32: bool = True
 ) -> list[Hypothesis]:
-    """Beam search for a batch of prompts at once (left-padded, one KV cache of B·K rows)."""
+    """Beam search for a batch of prompts at once (left-padded, one KV cache of B·K rows).
+
+    fp32: with autocast off on the model's device type. Accelerate's mixed precision replaces
+    `model.forward` by one that enters autocast itself, inside any context of ours; it keeps the
+    forward it wrapped as `model._original_forward`, which is then called instead (that skips only
+    hooks on the top module; adapters hook submodules).
+    """
     device = next(model.parameters()).device
+    if not fp32:
+        return _search(model, device, prompts, cfg, pad_id)
+    with torch.autocast(device.type, enabled=False):
+        return _search(model.__dict__.get("_original_forward", model), device, prompts, cfg, pad_id)
+
+
+def _search(call, device, prompts: Sequence[Sequence[int]], cfg: BeamConfig, pad_id: int) -> list[Hypothesis]:
+    """The search itself; `call(**inputs)` runs the model."""
     B, K, T = len(prompts), cfg.num_beams, cfg.max_new_tokens
     ids, mask = _left_pad(prompts, pad_id, device)
     position = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
+    out = call(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(K)  # (B·K, ...): beam k of source b is row b·K + k
     logits = out.logits[:, -1].float().repeat_interleave(K, 0)  # (B·K, V)
@@ -128,7 +147,7 @@ def beam_search_batch(
     completed, tokens = True, None  # tokens: (B·K, 1) chosen at the previous step
     for t in range(T):
         if t > 0:
-            out = model(
+            out = call(
                 input_ids=tokens,
                 attention_mask=mask,
                 position_ids=next_pos,
@@ -173,12 +192,13 @@ def beam_search(
     cfg: BeamConfig,
     pad_id: int,
     batch_size: int = 16,
+    fp32: bool = True,
 ) -> list[Hypothesis]:
     """`beam_search_batch` over `prompts` in batches of similar length; results in input order."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     result: list[Hypothesis | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        for i, hyp in zip(chunk, beam_search_batch(model, [prompts[i] for i in chunk], cfg, pad_id)):
+        for i, hyp in zip(chunk, beam_search_batch(model, [prompts[i] for i in chunk], cfg, pad_id, fp32)):
             result[i] = hyp
     return result

@@ -1,13 +1,15 @@
 """E2E NLG Challenge (Novikova et al., 2017): restaurant meaning representations to text, with GPT-2.
 
 Training and decoding: `tasks.nlg` (microsoft/LoRA examples/NLG). Data, by `task.format`:
-* `lora` (default with `task.data_dir`): microsoft/LoRA's `MR||reference` text files, one pair a
-  line (`train.txt`, `valid.txt`, `test.txt`; MRs like `name : The Vaults | Type : pub`, texts
-  tokenised). The LoRA / LoDA papers' numbers come from these files.
-* `csv`: the challenge's CSVs (`trainset.csv`, `devset.csv`, `testset_w_refs.csv`, columns mr, ref);
-  the MR string is the context as written there (`name[The Vaults], eatType[pub]`).
-* `task.data_dir=null`: `datasets.load_dataset(hub_id)` (columns meaning_representation,
-  human_reference; the CSVs' content).
+* `lora` (default; `task.data_dir` defaults to `../shared/data/e2e/lora_format`): microsoft/LoRA's
+  `MR||reference` text files, one pair a line (`train.txt`, `valid.txt`, `test.txt`; MRs like
+  `name : The Vaults | Type : pub`, texts tokenised). The LoRA / LoDA papers' numbers come from
+  these files. `train.txt` is not in the offline shared data (LoRA's examples/NLG/data/e2e has it).
+* `csv`: the challenge's CSVs in `task.data_dir` (`trainset.csv`, `devset.csv`, `testset_w_refs.csv`,
+  columns mr, ref); the MR string is the context as written there (`name[The Vaults], eatType[pub]`).
+  Their MRs and 1,790 of 4,693 test references differ from LoRA's files after tokenisation.
+* `hub`: `datasets.load_dataset(hub_id)` (columns meaning_representation, human_reference; the
+  CSVs' content); `task.data_dir` is not read.
 
 Scores: `tasks.metrics.e2e` (e2e-metrics measure_scores.py: BLEU, NIST, METEOR, ROUGE_L, CIDEr).
 Outputs per evaluation: `hypotheses.txt` (one a line, source order) and `references.txt` (each
@@ -44,8 +46,13 @@ class Config(NLGConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.format not in FILES:
-            raise ConfigError(f"task.format must be one of {', '.join(FILES)}, got {self.format!r}")
+        if self.format not in (*FILES, "hub"):
+            raise ConfigError(f"task.format must be one of {', '.join(FILES)}, hub; got {self.format!r}")
+        if self.format != "hub" and not self.data_dir:
+            raise ConfigError(
+                f"task.format={self.format} reads files: set task.data_dir (LoRA's: "
+                f"../shared/data/e2e/lora_format), or task.format=hub for the Hub's {self.hub_id}"
+            )
 
 
 def read_lora_file(path: Path) -> list[tuple[str, str]]:
@@ -74,9 +81,27 @@ def read_csv_file(path: Path) -> list[tuple[str, str]]:
 class E2E(NLGTask):
     name = "e2e"
 
-    def __init__(self, cfg: Config):
-        self.default_files = FILES[cfg.format]
-        super().__init__(cfg)
+    @classmethod
+    def file_names(cls, cfg) -> dict:
+        return {**FILES.get(cfg.format, {}), **(cfg.files or {})}
+
+    @classmethod
+    def reads_files(cls, cfg) -> bool:
+        return cfg.format != "hub"
+
+    @classmethod
+    def data_source(cls, cfg) -> str:
+        kind = {"lora": "microsoft/LoRA examples/NLG/data/e2e MR||ref files", "csv": "E2E challenge CSVs"}
+        return f"files: {cfg.data_dir} ({kind[cfg.format]})" if cls.reads_files(cfg) else f"hub: {cfg.hub_id}"
+
+    def missing_hint(self, split: str) -> str:
+        if self.cfg.format == "lora" and split == "train":
+            return (
+                "microsoft/LoRA's train.txt is not in the offline shared data: put LoRA's "
+                "examples/NLG/data/e2e/train.txt there, or train on a slice of valid: "
+                "task.train_split='validation[:N]' (as loda_table1_e2e_smoke does)"
+            )
+        return f"set task.data_dir / task.files.{split}, or task.format=hub for the Hub ({self.cfg.hub_id})"
 
     def read_file(self, path: Path) -> list[tuple[str, str]]:
         return read_lora_file(path) if self.cfg.format == "lora" else read_csv_file(path)

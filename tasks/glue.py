@@ -209,6 +209,19 @@ class Glue(Task):
     def label(cls, cfg) -> str:
         return f"glue/{cfg.subset}"
 
+    @classmethod
+    def data_source(cls, cfg) -> str:
+        return f"files: {cfg.data_dir} (GLUE TSVs)" if cfg.data_dir else f"hub: glue/{cfg.subset}"
+
+    @classmethod
+    def data_files(cls, cfg) -> dict[str, Path]:
+        if not cfg.data_dir:
+            return {}
+        paths = [
+            tsv_path(cfg.data_dir, cfg.subset, parse_split(s)[0]) for s in [cfg.train_split, *cfg.eval_splits]
+        ]
+        return {f"{p.parent.name}/{p.name}": p for p in paths}
+
     def _take(self, split: str, n: int | None) -> list[dict]:
         rows = load_split(self.cfg, split)
         if not rows:

@@ -38,6 +38,7 @@ from tasks.decoding import BeamConfig, beam_search_batch
 from tasks.squad import check_common
 
 SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
+DECODE_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Config:
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=lambda: ["<|endoftext|>", "\n\n"])
     java_metrics: bool = True  # false: METEOR (and E2E's ROUGE_L / CIDEr) listed unavailable, "not requested"
+    # fp32: beam search with autocast off, as microsoft/LoRA decodes (gpt2_beam.py runs the fp32 model,
+    # no autocast); bf16: under the training's autocast (bf16 on CUDA), faster, changes some outputs
+    decode_precision: str = "fp32"
 
     def __post_init__(self):
         check_common(self)
@@ -74,6 +78,8 @@ class Config:
             )
         if self.length_penalty < 0:
             raise ConfigError(f"task.length_penalty must be >= 0, got {self.length_penalty}")
+        if self.decode_precision not in DECODE_PRECISIONS:
+            raise ConfigError(f"task.decode_precision must be fp32 or bf16, got {self.decode_precision!r}")
 
 
 def parse_split(split: str) -> tuple[str, slice]:
@@ -102,15 +108,17 @@ def postprocess(text: str, stops: list[str]) -> str:
 
 
 class NLGTask(Task):
-    """E2E / DART: subclasses define `read_pairs(split)`, `score(hyps, refs)`, `write_outputs(...)`."""
+    """E2E / DART: subclasses define `read_file` / `read_hub`, `score(hyps, refs)`, `write_outputs(...)`."""
 
     main_metric, higher_is_better = "BLEU", True
     default_files: dict = {}
+    file_kind = "files"  # what the data source says the files are
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.files = {**self.default_files, **(cfg.files or {})}
+        self.files = self.file_names(cfg)
         self.unavailable: dict[str, str] = {}
+        self.decoded_in: set[str] = set()  # the precision(s) beam search actually ran in
         self.raw = {"train": self._take(self.load(cfg.train_split), cfg.max_train_samples)}
         self.sources = {}
         for split in cfg.eval_splits:
@@ -123,19 +131,42 @@ class NLGTask(Task):
     def _take(rows, n):
         return rows if n is None else rows[:n]
 
+    @classmethod
+    def file_names(cls, cfg) -> dict:
+        """split -> file name in `task.data_dir`."""
+        return {**cls.default_files, **(cfg.files or {})}
+
+    @classmethod
+    def reads_files(cls, cfg) -> bool:
+        return bool(cfg.data_dir)
+
+    @classmethod
+    def data_source(cls, cfg) -> str:
+        return f"files: {cfg.data_dir} ({cls.file_kind})" if cls.reads_files(cfg) else f"hub: {cfg.hub_id}"
+
+    @classmethod
+    def data_files(cls, cfg) -> dict[str, Path]:
+        if not cls.reads_files(cfg):
+            return {}
+        names, files = {parse_split(s)[0] for s in [cfg.train_split, *cfg.eval_splits]}, cls.file_names(cfg)
+        return {files[n]: Path(cfg.data_dir) / files[n] for n in sorted(names) if n in files}
+
+    def missing_hint(self, split: str) -> str:
+        """The way forward when the file of `split` is missing."""
+        return (
+            f"set task.data_dir / task.files.{split}, or task.data_dir=null for the Hub ({self.cfg.hub_id})"
+        )
+
     def load(self, split: str) -> list[tuple[str, str]]:
         name, part = parse_split(split)
-        if self.cfg.data_dir:
+        if self.reads_files(self.cfg):
             if name not in self.files:
                 raise ConfigError(
                     f"no file for split {name!r}; set task.files.{name}=<file in task.data_dir>"
                 )
             path = Path(self.cfg.data_dir) / self.files[name]
             if not path.is_file():
-                raise DataError(
-                    f"missing {self.name} file {path}; set task.data_dir / task.files.{name}, "
-                    f"or task.data_dir=null for the Hub ({self.cfg.hub_id})"
-                )
+                raise DataError(f"missing {self.name} file {path}; {self.missing_hint(name)}")
             return self.read_file(path)[part]
         import datasets
 
@@ -160,12 +191,20 @@ class NLGTask(Task):
     def write_outputs(self, out_dir: Path, hyps: list[str], refs: list[list[str]]) -> None:
         raise NotImplementedError
 
+    def official_texts(self, hyps: list[str], refs: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+        """The texts as the authors' decoding script writes them for the official scorer (scored and
+        written as such, so that the scorer run on the written files gives the record's numbers)."""
+        return hyps, refs
+
     @property
     def head(self) -> dict:
         return {"type": "causal_lm"}
 
     def notes(self) -> dict:
-        return {"unavailable_metrics": dict(self.unavailable)} if self.unavailable else {}
+        notes = {"unavailable_metrics": dict(self.unavailable)} if self.unavailable else {}
+        if self.decoded_in:  # what ran, beside task.decode_precision (bf16 asked on CPU runs fp32)
+            notes["decode_precision"] = " + ".join(sorted(self.decoded_in))
+        return notes
 
     # ------------------------------------------------------------------ encoding
 
@@ -248,21 +287,35 @@ class NLGTask(Task):
         model.eval()
         hyps, refs = [], []
         nll, tokens = 0.0, 0
+        fp32 = self.cfg.decode_precision == "fp32"
         for batch in loader:
             batch = ctx.to_device(batch)
             with ctx.autocast():
                 loss, n = self.lm_loss(model, batch, 0.0)
-                found = beam_search_batch(model, batch["prompt"], self.beam, pad_id=self.eos)
+                # fp32: beam_search_batch turns every autocast off, also the one accelerate wraps around
+                # model.forward under mixed precision (tasks/decoding.py)
+                found = beam_search_batch(model, batch["prompt"], self.beam, pad_id=self.eos, fp32=fp32)
+                self.decoded_in.add("fp32" if fp32 else _autocast_state(model))
             nll = nll + loss.float() * n
             tokens = tokens + n
             hyps += [postprocess(self.tokenizer.decode(h.tokens), self.cfg.stop) for h in found]
             refs += [[one_line(r) for r in group] for group in batch["refs"]]
+        hyps, refs = self.official_texts(hyps, refs)
         result = self.score(hyps, refs)
+        result.setdefault("settings", {})["decode_precision"] = " + ".join(sorted(self.decoded_in))
         self.unavailable.update(result["unavailable"])
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         self.write_outputs(ctx.out_dir, hyps, refs)
         write_text(ctx.out_dir / "scores.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         return {"loss": float(nll / max(int(tokens), 1)), **result["scores"]}
+
+
+def _autocast_state(model: nn.Module) -> str:
+    """What beam search with fp32=False runs in here: "bf16 autocast" under the caller's autocast or
+    accelerate's wrap of model.forward (mixed precision, bf16 in this harness), else "fp32"."""
+    device = next(model.parameters()).device.type
+    wrapped = "_original_forward" in getattr(model, "__dict__", {})
+    return "bf16 autocast" if wrapped or torch.is_autocast_enabled(device) else "fp32"
 
 
 def write_text(path: Path, text: str) -> None:

@@ -226,6 +226,17 @@ def best_answer(
 class Squad(Task):
     name, main_metric, higher_is_better = "squad", "f1", True
 
+    @classmethod
+    def data_source(cls, cfg) -> str:
+        return f"files: {cfg.data_dir} (SQuAD JSON)" if cfg.data_dir else f"hub: {cfg.hub_id}"
+
+    @classmethod
+    def data_files(cls, cfg) -> dict[str, Path]:
+        if not cfg.data_dir:
+            return {}
+        names = {parse_split(s)[0] for s in [cfg.train_split, *cfg.eval_splits]}
+        return {cfg.files[n]: Path(cfg.data_dir) / cfg.files[n] for n in sorted(names) if n in cfg.files}
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.raw = {"train": self._take(load_split(cfg, cfg.train_split), cfg.max_train_samples)}

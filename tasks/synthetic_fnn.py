@@ -63,6 +63,10 @@ def fnn_forward(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 class SyntheticFNN(Task):
     name, main_metric, higher_is_better = "synthetic_fnn", "mse", False
 
+    @classmethod
+    def data_source(cls, cfg) -> str:
+        return f"generated: random target network and inputs from task.data_seed={cfg.data_seed} (no files)"
+
     def build(self, model: nn.Module, tokenizer=None) -> TaskData:
         if not hasattr(model, "layers"):
             raise ConfigError("task=synthetic/fnn needs model=fnn (a plain ReLU network)")

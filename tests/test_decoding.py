@@ -7,8 +7,10 @@ the model on full sequences without a cache, one prompt at a time, in plain Pyth
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+from types import MethodType
 
 import pytest
 import torch
@@ -179,3 +181,32 @@ def test_score_is_sum_of_logprobs_over_generated_length(model):
         assert len(hyp.tokens) == 5 or hyp.tokens[-1] == STOP
         total = sum(next_logprobs(model, prompt, hyp.tokens[:j], n)[tok] for j, tok in enumerate(hyp.tokens))
         assert hyp.score == pytest.approx(total / len(hyp.tokens) ** lp, abs=1e-5)
+
+
+def _logit_dtypes(model, **kw) -> tuple[set, list]:
+    """The dtypes of the LM head's outputs while beam search runs, and its hypotheses."""
+    seen = set()
+    handle = model.lm_head.register_forward_hook(lambda _m, _a, out: seen.add(out.dtype))
+    try:
+        cfg = BeamConfig(
+            num_beams=3, max_new_tokens=5, length_penalty=1.0, no_repeat_ngram_size=0, stop_token_ids=(STOP,)
+        )
+        hyps = beam_search_batch(model, PROMPTS, cfg, PAD, **kw)
+    finally:
+        handle.remove()
+    return seen, [h.tokens for h in hyps]
+
+
+def test_decoding_runs_in_fp32_under_a_bf16_autocast(model):
+    """LoRA decodes with the fp32 model (gpt2_beam.py, no autocast): beam search turns autocast off,
+    the caller's and the one accelerate's mixed precision wraps around model.forward."""
+    plain = _logit_dtypes(model)
+    assert plain[0] == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _logit_dtypes(model) == plain  # same dtype, same hypotheses
+        assert _logit_dtypes(model, fp32=False)[0] == {torch.bfloat16}  # the switch: under the autocast
+    wrapped = copy.deepcopy(model)  # as Accelerator(mixed_precision="bf16").prepare leaves it
+    wrapped._original_forward = wrapped.forward
+    wrapped.forward = MethodType(torch.autocast("cpu", dtype=torch.bfloat16)(type(wrapped).forward), wrapped)
+    assert _logit_dtypes(wrapped, fp32=False)[0] == {torch.bfloat16}
+    assert _logit_dtypes(wrapped) == plain

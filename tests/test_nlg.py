@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,16 +13,19 @@ from torch import nn
 
 from adapters.base import ConfigError
 from models.hf import build_model, build_tokenizer
+from runners.config import TRAIN_KEYS, typed
 from runners.train import run
-from tasks.base import DataError, EvalContext
+from tasks import TASKS
+from tasks.base import DataError, EvalContext, data_record
 from tasks.dart import Config as DartConfig
-from tasks.dart import Dart
+from tasks.dart import Dart, official_text
 from tasks.e2e import E2E, read_csv_file, read_lora_file
 from tasks.e2e import Config as E2EConfig
 from tasks.metrics import dart as dart_metrics
 from tasks.metrics import e2e as e2e_metrics
 from tasks.nlg import group_by_source, postprocess
 from tests.conftest import SHARED, make_cfg
+from tests.test_experiments import _sweep
 
 E2E_DIR = SHARED / "e2e" / "lora_format"
 DART_DIR = SHARED / "dart"
@@ -163,16 +168,19 @@ class OracleLM(nn.Module):
         return SimpleNamespace(logits=logits, past_key_values=past_key_values)
 
 
-def oracle_eval(task, tokenizer, tmp_path, tails):
-    """Evaluates `task` on its first split with an LM that writes each source's first reference."""
+def oracle_eval(
+    task, tokenizer, tmp_path, tails, text=lambda i, refs: refs[0], autocast=contextlib.nullcontext
+):
+    """Evaluates `task` on its first split with an LM that writes `text(i, refs)` (default: each
+    source's first reference) followed by `tails[i % len(tails)]`."""
     model = SimpleNamespace(config=SimpleNamespace(n_positions=1024))
     data = task.build(model, tokenizer)
     split = next(iter(data.evals))
     targets = {}
     for i, item in enumerate(data.evals[split]):
-        targets[tuple(item["prompt"])] = tokenizer.encode(" " + item["refs"][0]) + tails[i % len(tails)]
+        targets[tuple(item["prompt"])] = tokenizer.encode(" " + text(i, item["refs"])) + tails[i % len(tails)]
     oracle = OracleLM(targets, len(tokenizer))
-    ctx = EvalContext(lambda b: b, contextlib.nullcontext, tmp_path / "out", 1, split)
+    ctx = EvalContext(lambda b: b, autocast, tmp_path / "out", 1, split)
     loader = [data.eval_collate(data.evals[split][i : i + 3]) for i in range(0, len(data.evals[split]), 3)]
     return task.evaluate(oracle, loader, ctx), data.evals[split], ctx.out_dir
 
@@ -198,7 +206,8 @@ def test_e2e_evaluation_decodes_groups_scores_and_saves(tokenizer, tmp_path):
     assert {k: scores[k] for k in rescored} == rescored
     assert 0.9 < scores["BLEU"] <= 1.0 and scores["NIST"] > 3
     assert task.notes() == {
-        "unavailable_metrics": dict.fromkeys(("METEOR", "ROUGE_L", "CIDEr"), "not requested")
+        "unavailable_metrics": dict.fromkeys(("METEOR", "ROUGE_L", "CIDEr"), "not requested"),
+        "decode_precision": "fp32",
     }
     assert (out / "scores.json").is_file()
 
@@ -217,12 +226,102 @@ def test_dart_evaluation_writes_generation_eval_layout(tokenizer, tmp_path):
     refs = [(out / f"reference{k}").read_text().splitlines() for k in range(6)]
     for i, it in enumerate(items):
         group = it["refs"][:6] + [it["refs"][0]] * (6 - len(it["refs"][:6]))
-        assert [refs[k][i] for k in range(6)] == group
+        assert [refs[k][i] for k in range(6)] == [official_text(r) for r in group]
     rescored = dart_metrics.score_files(
         out / "hypotheses.txt", [out / f"reference{k}" for k in range(6)], meteor=False
     )
     assert {k: scores[k] for k in rescored["scores"]} == rescored["scores"]
     assert scores["BLEU"] == pytest.approx(100.0) and scores["TER"] == 0.0
+
+
+def test_dart_files_are_what_eval_py_reads_and_give_the_record_numbers(tokenizer, tmp_path):
+    """LoRA writes DART files with `gpt2_decode.py --tokenize --lower` and eval.py scores them as
+    they are: the written files, scored without any preprocessing, give the record's numbers."""
+    cfg = DartConfig(
+        data_dir=str(DART_DIR),
+        train_split="validation[:5]",
+        eval_splits=["validation"],
+        num_beams=2,
+        max_new_tokens=60,
+        max_eval_samples=6,
+        java_metrics=False,
+    )
+    # outputs unlike their references in case and spacing: upper-cased, a reference, a shortened one
+    texts = [lambda r: r[0].upper(), lambda r: r[-1], lambda r: " ".join(r[0].split()[:-2])]
+    scores, items, out = oracle_eval(Dart(cfg), tokenizer, tmp_path, [[EOS]], lambda i, r: texts[i % 3](r))
+    hyps = (out / "hypotheses.txt").read_text(encoding="utf-8").splitlines()
+    assert hyps[0] == dart_metrics.lora_tokenize(items[0]["refs"][0].lower())  # lower, then tokenise
+    lines = "\n".join(hyps + (out / "reference0").read_text(encoding="utf-8").splitlines())
+    assert lines == lines.lower() and not re.search(r"\w[^\w\s]|[^\w\s]\w", lines)  # no glued punctuation
+    refs = [out / f"reference{k}" for k in range(6)]
+    as_eval_py = dart_metrics.score_files(out / "hypotheses.txt", refs, preprocess=False, meteor=False)
+    assert as_eval_py["scores"] == {k: scores[k] for k in ("BLEU", "TER")}
+    assert 20 < scores["BLEU"] < 100  # an honest mix of hits and misses, not a trivial case
+
+
+def test_decoding_runs_in_fp32_by_default_and_the_record_says_so(tokenizer, tmp_path):
+    """Evaluation under a bf16 autocast (as on CUDA): beam search leaves it (task.decode_precision=fp32,
+    LoRA's gpt2_beam.py decodes the fp32 model); bf16 decodes under it. scores.json and notes say which."""
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    dtypes = []
+    real = OracleLM.forward
+
+    def spy(self, *a, **kw):  # whether the model runs under autocast when beam search calls it
+        dtypes.append(torch.is_autocast_enabled("cpu"))
+        return real(self, *a, **kw)
+
+    for precision, expect in (("fp32", "fp32"), ("bf16", "bf16 autocast")):
+        task = e2e_task(
+            num_beams=2, max_new_tokens=8, max_eval_samples=2, java_metrics=False, decode_precision=precision
+        )
+        dtypes.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(OracleLM, "forward", spy)
+            _, _, out = oracle_eval(task, tokenizer, tmp_path / precision, [[EOS]], autocast=bf16)
+        assert dtypes and set(dtypes) == {precision == "bf16"}  # autocast on inside decoding only for bf16
+        assert task.notes()["decode_precision"] == expect
+        assert f'"decode_precision": "{expect}"' in (out / "scores.json").read_text()
+    with pytest.raises(ConfigError, match="task.decode_precision must be fp32 or bf16"):
+        e2e_task(decode_precision="fp16")
+
+
+def _runs(exp: str):
+    for arm in _sweep(exp)["arm"]:
+        yield make_cfg(f"experiment={exp}", f"arm={arm}", "seed=1")
+
+
+@pytest.mark.parametrize("exp", ["loda_table1_e2e", "loda_table2_dart"])
+def test_loda_tables_train_gpt2_without_backbone_dropout(exp):
+    """microsoft/LoRA examples/NLG/src/model.py has no dropout besides the adapter's (REFERENCE.md):
+    every run of both LoDA tables sets HF GPT-2's three dropouts to 0 (in the record's model config)."""
+    for cfg in _runs(exp):
+        assert cfg.model.name == "gpt2_medium"
+        assert {
+            k: cfg.model.config.get(k) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")
+        } == dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), 0.0), cfg.method.name
+
+
+def test_e2e_table_reads_loras_files_and_the_record_names_them():
+    """LoDA Table 1 reads microsoft/LoRA's E2E files by default (not the Hub's e2e_nlg); offline its
+    train.txt is missing and the error says so; the data record names the files and their sha256."""
+    cfg = make_cfg("experiment=loda_table1_e2e", "arm=e2e/lora", "seed=1")
+    task_cfg = typed(TASKS["e2e"].Config, cfg.task, "task", drop=TRAIN_KEYS)
+    assert task_cfg.format == "lora" and Path(task_cfg.data_dir).resolve() == E2E_DIR.resolve()
+    with pytest.raises(DataError, match=r"train.txt is not in the offline shared data.*validation\[:N\]"):
+        E2E(task_cfg)
+    smoke = make_cfg("experiment=loda_table1_e2e_smoke", "arm=e2e/lora", "seed=1")
+    record = data_record(E2E, typed(TASKS["e2e"].Config, smoke.task, "task", drop=TRAIN_KEYS))
+    assert (
+        record["source"]
+        == f"files: {smoke.task.data_dir} (microsoft/LoRA examples/NLG/data/e2e MR||ref files)"
+    )
+    assert set(record["files"]) == {"valid.txt", "test.txt"} and len(record["fingerprint"]) == 64
+    hub = E2EConfig(format="hub", data_dir=None)
+    assert data_record(E2E, hub) == {"source": "hub: e2e_nlg", "files": {}, "fingerprint": None}
+    with pytest.raises(ConfigError, match="task.format=lora reads files: set task.data_dir"):
+        E2EConfig(data_dir=None)
+    csv = E2EConfig(format="csv", data_dir=str(SHARED / "e2e"), train_split="validation")
+    assert set(data_record(E2E, csv)["files"]) == {"devset.csv", "testset_w_refs.csv"}
 
 
 def test_postprocess_cuts_at_the_first_stop_string():
@@ -266,6 +365,8 @@ def test_e2e_lora_run_writes_every_metric_and_the_hypotheses(tmp_path):
     assert len((out / "hypotheses.txt").read_text().splitlines()) == 2
     assert len(e2e_metrics.read_files(out / "hypotheses.txt", out / "references.txt")[1]) == 2
     assert record["params"]["method_trainable"] > 0
+    assert set(record["data"]["files"]) == {"valid.txt", "test.txt"}  # what was read, with sha256s
+    assert record["task_notes"]["decode_precision"] == "fp32"
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -286,3 +287,45 @@ def test_same_seed_same_metrics_across_processes(tmp_path, glue_dir):
         (record,) = (tmp_path / "runs").glob("*.json")
         metrics.append(json.loads(record.read_text())["metrics"])
     assert metrics[0] == metrics[1]
+
+
+def test_changed_data_files_retrain_unchanged_skip(cfg_factory, glue_dir, tmp_path, capsys):
+    """The record names its data (source, sha256 per file); a success over other file contents is
+    not taken as done: one changed byte retrains, and the old record is kept aside."""
+    data = tmp_path / "glue"
+    (data / "WNLI").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        (data / "WNLI" / name).write_bytes((glue_dir / "WNLI" / name).read_bytes())
+    args = [
+        "model=tiny_deberta",
+        "task=glue/wnli",
+        "method=lora",
+        f"task.data_dir={data}",
+        "task.max_train_samples=8",
+        "task.max_eval_samples=8",
+        "task.max_length=32",
+        "train.epochs=1",
+        "train.checkpoint=false",
+    ]
+    first = run(cfg_factory(*args))
+    assert first["data"]["source"] == f"files: {data} (GLUE TSVs)"
+    assert set(first["data"]["files"]) == {"WNLI/train.tsv", "WNLI/dev.tsv"}
+    assert (
+        first["data"]["files"]["WNLI/dev.tsv"]
+        == hashlib.sha256((data / "WNLI/dev.tsv").read_bytes()).hexdigest()
+    )
+    assert run(cfg_factory(*args))["status"] == "skipped"  # same files: done
+    capsys.readouterr()
+    dev = data / "WNLI" / "dev.tsv"
+    raw = bytearray(dev.read_bytes())
+    raw[-5] = ord("X") if raw[-5] != ord("X") else ord("Y")  # one byte, in a row the run does not even read
+    dev.write_bytes(bytes(raw))
+    again = run(cfg_factory(*args))
+    out = capsys.readouterr().out
+    assert again["status"] == "success" and again["run_id"] == first["run_id"]
+    assert "retrain" in out and "WNLI/dev.tsv" in out and "WNLI/train.tsv" not in out.split("retrain")[1]
+    assert again["data"]["fingerprint"] != first["data"]["fingerprint"]
+    assert again["data"]["files"]["WNLI/train.tsv"] == first["data"]["files"]["WNLI/train.tsv"]
+    (kept,) = (tmp_path / "results" / "runs" / first["run_id"] / "superseded").glob("*.json")
+    assert json.loads(kept.read_text())["data"] == first["data"]
+    assert run(cfg_factory(*args))["status"] == "skipped"  # the new record holds for the new files
