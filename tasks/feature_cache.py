@@ -7,23 +7,27 @@ loss and gradients as the full forward, without the backbone's cost per step (a 
 equality with the uncached path).
 
 Key: sha1 of (every frozen tensor outside H and the model's config, H's qualified name, each split's
-content fingerprint, the image processor's settings, the view policy, `CACHE_VERSION`). Changing any
-of them gives a new key, so a stale entry is never read; old disk files are simply left behind.
+content fingerprint, the image processor's settings, the data policy, the precision,
+`CACHE_VERSION`). Changing any of them gives a new key, so a stale entry is never read; old disk
+files are simply left behind.
 Stores: `memory` keeps the last `MEMORY_ENTRIES` entries in this process (a sweep over methods and
 seeds extracts once); `disk` also writes `<cache_dir>/<key>.safetensors` atomically, with the key's
 parts in its metadata, and reads it back in later processes.
 
-Augmentation: with a cache the backbone sees each train image once, so per-step augmentation cannot
-happen. `task.cache_views=0` (default) caches the un-augmented view (the evaluation preprocessing):
-head-only training then sees no augmentation. `task.cache_views=k` caches k augmented views per
-train image (drawn with `task.view_seed`, as the uncached path would draw them) and every use of an
-example picks one of its k views uniformly at random (torch's global generator: the run seed).
-`Vision.cache_info` says which, and the run record carries it.
+Same inputs as the uncached path (issue 25 #10: Full FT, which cannot use a cache, and the LoRA
+arms, which do, must train under one data policy and one precision). The task's data policy
+(`tasks/vision.py` `data_policy`) is cached only where that is exact: `task.augment=none` caches the
+un-augmented train view, which is all the uncached path reads too; `task.augment_views=k` caches the
+same k fixed views per image the uncached path draws from, and every use of an example picks one of
+them uniformly (torch's global generator: the run seed). A fresh augmentation per use cannot be
+cached: `auto` then leaves the cache off, and `memory` / `disk` are refused by the task config.
 
-Extraction runs the full model in eval mode (dropout off), without gradients and in float32, on
-`task.cache_device` (auto: CUDA when visible; `on_method` runs before the runner places the model, so
-the model visits that device for the extraction and goes back); features are stored in float32 on
-the CPU.
+Extraction runs the full model in eval mode (dropout off), without gradients, under the run's
+precision (`Vision.precision`: the bf16 autocast the runner trains under on CUDA, else fp32), on
+`task.cache_device` (auto: the run's device; `on_method` runs before the runner places the model, so
+the model visits that device for the extraction and goes back). The head's input comes out of the
+backbone's final LayerNorm, which autocast runs in float32, so features are stored as float32 on the
+CPU either way, and the head runs on them under the same autocast as in the uncached path.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from adapters.base import ConfigError
 from tasks.base import TaskData
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the data policy and the precision are in the key
 MEMORY_ENTRIES = 4
 _MEMORY: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
@@ -103,12 +107,17 @@ def collate_features(batch):
 
 
 @torch.no_grad()
-def extract(model: nn.Module, head: nn.Module, dataset, collate, batch_size: int) -> torch.Tensor:
+def extract(
+    model: nn.Module, head: nn.Module, dataset, collate, batch_size: int, precision: str = "fp32"
+) -> torch.Tensor:
     """Inputs of `head` for every example of `dataset`, (N, D) float32 on the CPU.
 
-    Runs the whole model (eval mode) and checks on the first batch that the logits equal
-    head(features), i.e. that the head's input is all the model's output depends on.
+    Runs the whole model (eval mode) under `precision` (the run's: `Vision.precision`) and checks on
+    the first batch that the logits equal head(features) under the same autocast, i.e. that the
+    head's input is all the model's output depends on.
     """
+    from tasks.vision import precision_context
+
     device = next(model.parameters()).device
     captured: list[torch.Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
@@ -118,15 +127,16 @@ def extract(model: nn.Module, head: nn.Module, dataset, collate, batch_size: int
     try:
         for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, collate_fn=collate)):
             captured.clear()
-            logits = model(pixel_values=batch["pixel_values"].to(device)).logits
-            if len(captured) != 1:
-                raise ConfigError(
-                    f"the head module runs {len(captured)} times per forward; set task.feature_cache=off"
-                )
-            if i == 0 and not torch.allclose(head(captured[0]), logits, rtol=1e-4, atol=1e-5):
-                raise ConfigError(
-                    "the logits are not a function of the head's input alone; set task.feature_cache=off"
-                )
+            with precision_context(precision, device):
+                logits = model(pixel_values=batch["pixel_values"].to(device)).logits
+                if len(captured) != 1:
+                    raise ConfigError(
+                        f"the head module runs {len(captured)} times per forward; set task.feature_cache=off"
+                    )
+                if i == 0 and not torch.allclose(head(captured[0]), logits, rtol=1e-4, atol=1e-5):
+                    raise ConfigError(
+                        "the logits are not a function of the head's input alone; set task.feature_cache=off"
+                    )
             out.append(captured[0].float().cpu())
     finally:
         handle.remove()
@@ -156,12 +166,16 @@ def _save_disk(path: Path, tensors: dict[str, torch.Tensor], parts: dict) -> Non
 
 def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
     """`Vision.on_method`: swap image datasets for cached head inputs when the backbone is frozen."""
-    from tasks.vision import ImageDataset, PixelCollate, processor_config
+    from tasks.vision import ImageDataset, PixelCollate, cacheable, data_policy, device_type, processor_config
 
     cfg = task.cfg
     mode = cfg.feature_cache
     if mode == "off":
         task.cache_info = {"feature_cache": "off", "reason": "task.feature_cache=off"}
+        return data
+    if not cacheable(cfg):  # memory / disk were refused by the config already
+        reason = f"task.augment={cfg.augment} draws afresh at every use (the backbone must see each draw)"
+        task.cache_info = {"feature_cache": "off", "reason": reason}
         return data
     scope = trainable_scope(model)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -175,30 +189,22 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
         task.cache_info = {"feature_cache": "off", "reason": reason}
         return data
     head = model.get_submodule(scope)
-    views = cfg.cache_views
+    views = cfg.augment_views if cfg.augment != "none" else 0
     home = next(model.parameters()).device
     device = cfg.cache_device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
+    if device == "auto":  # the run's device (auto: CUDA when visible, as the runner picks)
+        device = device_type(cfg.run_device) if cfg.run_device == "auto" else cfg.run_device
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"task.cache_device={device} but no CUDA device is visible; use auto or cpu")
-    policy = (
-        {"train_view": "unaugmented"}
-        if views == 0
-        else {
-            "train_view": f"{views} augmented views",
-            "augment": cfg.augment,
-            "crop_padding": cfg.crop_padding,
-            "view_seed": cfg.view_seed,
-        }
-    )
+    policy = data_policy(cfg)
     parts = {
         "version": CACHE_VERSION,
         "frozen_weights": frozen_digest(model, scope),
         "head_input_of": scope,
         "data": {k: s.fingerprint for k, s in task.splits.items()},
         "preprocessing": processor_config(task.processor),
-        "views": policy,
+        "policy": policy,
+        "precision": task.precision,
     }
     key = cache_key(parts)
     path = Path(cfg.cache_dir) / f"{key}.safetensors" if mode == "disk" else None
@@ -212,25 +218,17 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
         collate = PixelCollate(task.processor)
         tensors = {}
         for name, split in task.splits.items():
-            if name == "train" and views > 0:
-                stack = [
-                    extract(
-                        model,
-                        head,
-                        ImageDataset(
-                            split,
-                            cfg.augment,
-                            cfg.crop_padding,
-                            torch.Generator().manual_seed(cfg.view_seed + v),
-                        ),
-                        collate,
-                        cfg.cache_batch_size,
-                    )
+            # the train split's k fixed views exactly as the uncached ImageDataset builds them
+            sets = (
+                [
+                    ImageDataset(split, cfg.augment, cfg.crop_padding, views, cfg.view_seed, v)
                     for v in range(views)
                 ]
-                tensors[name] = torch.stack(stack)
-            else:
-                tensors[name] = extract(model, head, ImageDataset(split), collate, cfg.cache_batch_size)[None]
+                if name == "train" and views > 0
+                else [ImageDataset(split)]
+            )
+            stack = [extract(model, head, s, collate, cfg.cache_batch_size, task.precision) for s in sets]
+            tensors[name] = torch.stack(stack)
             tensors[f"{name}.labels"] = torch.tensor(split.labels)
         model.to(home)
     if path is not None and not path.is_file():
@@ -248,7 +246,8 @@ def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
         "device": device if source == "extracted" else None,
         "head_input_of": scope,
         "feature_dim": int(tensors["train"].shape[-1]),
-        **policy,
+        "train_views_cached": int(tensors["train"].shape[0]),
+        "precision": task.precision,  # the autocast the features were extracted under (the run's)
         "dropout": "backbone features computed in eval mode (dropout off)",
         "path": str(path) if path else None,
     }

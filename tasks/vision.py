@@ -12,15 +12,28 @@ Data (`task.data_dir` null: `datasets.load_dataset(task.hub_id)`, columns `task.
 Splits accept slices (`test[:1000]`); `max_*_samples` keep a random subset drawn from `sample_seed`.
 
 Preprocessing: the model's image processor from transformers (PIL backend; no torchvision): resize to
-its size (224 for ViT-B/16), rescale to [0, 1], normalise with its mean / std. Training images get
-light augmentation first (`augment`): `crop_flip` = reflect-pad by `crop_padding` of the side, random
-crop back to the original size (a shift of up to 4 px at 32 px), horizontal flip with p = 1/2;
-`flip`; `none`. Evaluation images are never augmented. Loss: cross-entropy; metric: accuracy.
+its size (224 for ViT-B/16), rescale to [0, 1], normalise with its mean / std. Evaluation images are
+never augmented. Loss: cross-entropy; metric: accuracy.
+
+Data policy and precision, one per run and the same for every method (issue 25 #10: Full FT and the
+LoRA arms of one figure must see the same training inputs). Both are functions of the task config
+alone (`data_policy`, `run_precision`), never of the method or of whether the feature cache is used:
+- `augment` (train images): `none` (default); `flip` (horizontal flip, p = 1/2); `crop_flip`
+  (reflect-pad by `crop_padding` of the side, random crop back: a shift of up to 4 px at 32 px, then
+  the flip). `augment_views=0`: a fresh draw at every use; `augment_views=k`: k fixed augmented views
+  per image (view v of image i drawn from a seed of (`view_seed`, v, i)), one picked uniformly at
+  every use. The uncached path (Full FT) and the cache build the same view v of image i.
+- precision: the autocast the runner trains under (runners/train.py: bf16 autocast on CUDA when
+  `train.bf16` is auto/true, else fp32), read from `run_device` / `run_bf16`, which the task YAML
+  fills from `device` / `train.bf16`. Cached features are extracted under it, and `forward` refuses
+  a batch of cached features when the active autocast differs.
 
 Frozen backbone: when every trainable parameter lies inside one module (the classifier, e.g. LoRA on
 `classifier` with the head frozen), `on_method` caches that module's inputs once
-(`tasks/feature_cache.py`) and training / evaluation run the head alone on them; see that module for
-the key, the stores and what the cache does about augmentation (`task.cache_views`).
+(`tasks/feature_cache.py`) and training / evaluation run the head alone on them. Only a policy whose
+inputs can be cached exactly uses it: `augment=none`, or `augment_views=k`; a fresh augmentation at
+every use (`augment_views=0` with `augment` on) needs the backbone at every step, so the cache is
+off (auto) or refused (memory / disk).
 """
 
 from __future__ import annotations
@@ -64,14 +77,18 @@ class Config:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     sample_seed: int = 0  # which random subset max_*_samples keep
-    augment: str = "crop_flip"  # none | flip | crop_flip (train only)
+    augment: str = "none"  # none | flip | crop_flip (train only; every method alike)
     crop_padding: float = 0.125  # crop_flip: max shift as a fraction of the shorter side
-    feature_cache: str = "auto"  # auto (frozen backbone: memory) | memory | disk | off
+    augment_views: int = 0  # augment on: 0 = a fresh draw per use; k = k fixed views per image, one per use
+    view_seed: int = 0  # draws the k fixed views (fixed across run seeds, like the data)
+    feature_cache: str = "auto"  # auto (frozen backbone, cacheable policy: memory) | memory | disk | off
     cache_dir: str | None = None  # disk cache folder (feature_cache=disk)
-    cache_views: int = 0  # 0: cache the un-augmented train view; k > 0: k augmented views, one drawn per use
-    view_seed: int = 0  # draws the k cached augmented views (fixed across run seeds, like the data)
     cache_batch_size: int = 128  # images per forward pass while extracting features
-    cache_device: str = "auto"  # where features are extracted: auto (CUDA if visible) | cpu | cuda[:N]
+    cache_device: str = "auto"  # where features are extracted: auto (the run's device) | cpu | cuda[:N]
+    # mirrors of the run's `device` and `train.bf16` (the task YAML interpolates them; do not set):
+    # they decide the precision of every path, cached or not (`run_precision`)
+    run_device: str = "auto"
+    run_bf16: bool | str = "auto"
 
     def __post_init__(self):
         for key, value, valid in (
@@ -86,16 +103,83 @@ class Config:
                 raise ConfigError(f"bad split {split!r}; use a name with an optional slice, e.g. test[:1000]")
         if not 0.0 <= self.crop_padding < 0.5:
             raise ConfigError(f"task.crop_padding must be in [0, 0.5), got {self.crop_padding}")
-        if self.cache_views < 0 or self.cache_batch_size < 1:
-            raise ConfigError("task.cache_views must be >= 0 and task.cache_batch_size >= 1")
-        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", self.cache_device):
+        if self.augment_views < 0 or self.cache_batch_size < 1:
+            raise ConfigError("task.augment_views must be >= 0 and task.cache_batch_size >= 1")
+        if self.augment == "none" and self.augment_views:
             raise ConfigError(
-                f"task.cache_device must be auto, cpu, cuda or cuda:N, got {self.cache_device!r}"
+                f"task.augment_views={self.augment_views} needs an augmentation; "
+                f"set task.augment=flip or crop_flip"
+            )
+        if self.feature_cache in ("memory", "disk") and not cacheable(self):
+            raise ConfigError(
+                f"task.feature_cache={self.feature_cache} cannot hold a fresh augmentation per use "
+                f"(task.augment={self.augment}, task.augment_views=0), which every method must see; "
+                f"use task.augment=none, task.augment_views=k (k fixed views) or task.feature_cache=auto"
+            )
+        for key, value in (("cache_device", self.cache_device), ("run_device", self.run_device)):
+            if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", value):
+                raise ConfigError(f"task.{key} must be auto, cpu, cuda or cuda:N, got {value!r}")
+        if self.run_bf16 not in ("auto", True, False):
+            raise ConfigError(
+                f"task.run_bf16 (= train.bf16) must be auto, true or false, got {self.run_bf16!r}"
+            )
+        if self.cache_device != "auto" and self.cache_device.split(":")[0] != device_type(self.run_device):
+            raise ConfigError(
+                f"task.cache_device={self.cache_device} differs from the run's device ({self.run_device}): "
+                f"features would be computed in other arithmetic than the uncached path; "
+                f"use task.cache_device=auto"
             )
         if self.feature_cache == "disk" and not self.cache_dir:
             raise ConfigError("task.feature_cache=disk needs task.cache_dir (a folder for the feature files)")
         if not self.data_dir and not self.hub_id:
             raise ConfigError("set task.data_dir to a local copy or task.hub_id to a datasets hub id")
+
+
+def cacheable(cfg: Config) -> bool:
+    """Whether the train inputs of this policy can be cached exactly: no augmentation, or k fixed views."""
+    return cfg.augment == "none" or cfg.augment_views > 0
+
+
+def device_type(device: str) -> str:
+    """`cpu` | `cuda` for a `device` setting; auto = CUDA when visible, as runners/train.py `_device`."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.split(":")[0]
+
+
+def run_precision(cfg: Config) -> str:
+    """The precision every path of this run computes in, named as the record's env.precision:
+    runners/train.py trains under bf16 autocast on CUDA when train.bf16 is auto or true, else fp32."""
+    bf16 = device_type(cfg.run_device) == "cuda" and cfg.run_bf16 in ("auto", True)
+    return "bf16 autocast" if bf16 else "fp32"
+
+
+def active_precision(t: torch.Tensor) -> str:
+    """The autocast in force for tensors on `t`'s device, in `run_precision`'s names."""
+    kind = t.device.type
+    on = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
+    return "bf16 autocast" if on else "fp32"
+
+
+def precision_context(precision: str, device: torch.device):
+    """The autocast the runner's Accelerator applies for `precision` (for the feature extraction)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16 autocast")
+
+
+def data_policy(cfg: Config) -> dict:
+    """What the training inputs are: the same for every method of a run (it reads only the config)."""
+    if cfg.augment == "none":
+        train = "none"
+    elif cfg.augment_views == 0:
+        train = f"{cfg.augment} (a fresh draw at every use)"
+    else:
+        train = f"{cfg.augment} ({cfg.augment_views} fixed views per image, one drawn at every use)"
+    policy = {"train_augmentation": train, "eval_augmentation": "none"}
+    if cfg.augment != "none":
+        policy.update(augment=cfg.augment, crop_padding=cfg.crop_padding, augment_views=cfg.augment_views)
+        if cfg.augment_views:
+            policy["view_seed"] = cfg.view_seed
+    return policy
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -308,21 +392,43 @@ def augment_image(img: np.ndarray, kind: str, padding: float, generator: torch.G
     return np.ascontiguousarray(img)
 
 
+def view_generator(view_seed: int, view: int, index: int) -> torch.Generator:
+    """The generator that draws fixed view `view` of image `index` (the cache and the uncached path
+    both use it, so they build the same view)."""
+    digest = hashlib.sha1(f"{view_seed}:{view}:{index}".encode()).hexdigest()
+    return torch.Generator().manual_seed(int(digest[:15], 16))
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Examples {"image": (H, W, 3) uint8, "labels": int}; train images augmented on every read.
 
-    Augmentation draws from torch's global generator (seeded by the run seed; DataLoader workers
-    get their own seeds from it), or from `generator` when given (cached augmented views).
+    `views=0`: each read draws a fresh augmentation from torch's global generator (seeded by the run
+    seed; DataLoader workers get their own seeds from it). `views=k`: each read picks one of k fixed
+    views uniformly (global generator), view v of image i drawn by `view_generator`; `view=v` always
+    reads view v (the cache extracts them so).
     """
 
-    def __init__(self, split: Split, augment: str = "none", padding: float = 0.0, generator=None):
-        self.split, self.augment, self.padding, self.generator = split, augment, padding, generator
+    def __init__(
+        self,
+        split: Split,
+        augment: str = "none",
+        padding: float = 0.0,
+        views: int = 0,
+        view_seed: int = 0,
+        view: int | None = None,
+    ):
+        self.split, self.augment, self.padding = split, augment, padding
+        self.views, self.view_seed, self.view = views, view_seed, view
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> dict:
-        img = augment_image(self.split.load(i), self.augment, self.padding, self.generator)
+        generator = None
+        if self.augment != "none" and self.views:
+            v = self.view if self.view is not None else int(torch.randint(self.views, ()))
+            generator = view_generator(self.view_seed, v, i)
+        img = augment_image(self.split.load(i), self.augment, self.padding, generator)
         return {"image": img, "labels": self.split.labels[i]}
 
 
@@ -357,6 +463,7 @@ class Vision(Task):
         self.splits, self.classes = load_splits(cfg)  # now: a missing file fails before models
         self.head_module: nn.Module | None = None  # set by on_method when features are cached
         self.cache_info: dict = {"feature_cache": "off"}
+        self.precision = run_precision(cfg)  # every path of this run: the cache extracts under it
 
     @classmethod
     def label(cls, cfg) -> str:
@@ -377,20 +484,20 @@ class Vision(Task):
                 "vision tasks need an image processor; use a vision model (model=tiny_vit, vit_b16)"
             )
         self.processor = processor
-        train = ImageDataset(self.splits["train"], self.cfg.augment, self.cfg.crop_padding)
+        c = self.cfg
+        train = ImageDataset(self.splits["train"], c.augment, c.crop_padding, c.augment_views, c.view_seed)
         evals = {k: ImageDataset(v) for k, v in self.splits.items() if k != "train"}
         return TaskData(train, evals, PixelCollate(processor))
 
     def info(self) -> dict:
-        """What training saw: augmentation as applied (the cache changes it) and the cache's facts."""
-        aug, views = self.cfg.augment, self.cfg.cache_views
-        if self.cache_info.get("feature_cache", "off") != "off":
-            aug = (
-                "none (features of the un-augmented train images are cached)"
-                if views == 0
-                else f"{aug} (one of {views} cached augmented views per example, drawn at each use)"
-            )
-        return {"train_augmentation": aug, "feature_cache": self.cache_info, "classes": len(self.classes)}
+        """What training saw: the data policy and precision (the same whether or not the features
+        were cached, so the same for every method of the run) and the cache's facts."""
+        return {
+            **data_policy(self.cfg),
+            "precision": self.precision,
+            "feature_cache": self.cache_info,
+            "classes": len(self.classes),
+        }
 
     def on_method(self, model: nn.Module, method, data: TaskData) -> TaskData:
         from tasks.feature_cache import cache_features
@@ -400,7 +507,14 @@ class Vision(Task):
     def forward(self, model, batch):
         labels = batch["labels"]
         if "features" in batch:  # cached backbone output: run the (adapted) head alone
-            logits = self.head_module(batch["features"])
+            features = batch["features"]
+            if active_precision(features) != self.cache_info["precision"]:  # cheap; the guard of #10
+                raise ConfigError(
+                    f"features were cached under {self.cache_info['precision']} but this forward runs "
+                    f"under {active_precision(features)}; task.run_device / task.run_bf16 must mirror "
+                    f"device / train.bf16 (leave them to the task YAML)"
+                )
+            logits = self.head_module(features)
         else:
             logits = model(pixel_values=batch["pixel_values"]).logits
         loss = F.cross_entropy(logits.float(), labels)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from adapters import lora
+from adapters import METHODS
 from adapters.base import ConfigError
 from adapters.lowrank import LowRankLinear, lowrank_diagnostics, spectrum
 from models import hf
-from runners.config import TRAIN_KEYS, heads_for, typed
+from runners.config import CONF, TRAIN_KEYS, heads_for, lookup, typed
 from runners.train import run
 from scripts.make_synthetic_images import class_names, make_split, write_cifar, write_folder
 from tasks import feature_cache as fc
@@ -47,16 +49,18 @@ def task_cfg(cfg):
     return typed(vision.Config, cfg.task, "task", drop=TRAIN_KEYS)
 
 
-def built(cfg_factory, *overrides):
-    """Task, processor, model, method, data as the runner builds them (before on_method)."""
-    cfg = cfg_factory("task=cifar100", "model=tiny_vit", *overrides)
+def built(cfg_factory, *overrides, base=("task=cifar100", "model=tiny_vit")):
+    """Task, processor, model, method, data as the runner builds them (before on_method); on the CPU
+    (device=cpu: the run's precision is fp32 wherever the test runs)."""
+    cfg = cfg_factory(*base, "device=cpu", *overrides)
     task = vision.TASK(task_cfg(cfg))
     processor = hf.build_tokenizer(cfg.model, [])
     model = hf.build_model(cfg.model, task.head, processor)
     data = task.build(model, processor)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    method_cfg = typed(lora.Config, cfg.method, "method")
-    method = lora.apply(
+    method_mod = lookup(METHODS, cfg.method.name, "method")
+    method_cfg = typed(method_mod.Config, cfg.method, "method")
+    method = method_mod.apply(
         model,
         method_cfg,
         model_cfg["target_modules"],
@@ -285,7 +289,8 @@ def test_cached_head_matches_full_model_and_key_tracks_every_input(cfg_factory, 
         key_after(lambda t, p, m: t.splits.update(train=t.splits["train"].select([0, 1, 2]))) != key
     )  # data
     assert key_after(lambda t, p, m: setattr(p, "image_mean", [0.4, 0.5, 0.5])) != key  # preprocessing
-    assert key_after(lambda t, p, m: setattr(t.cfg, "cache_views", 2)) != key  # view policy
+    assert key_after(lambda t, p, m: t.cfg.__dict__.update(augment="flip", augment_views=2)) != key  # policy
+    assert key_after(lambda t, p, m: setattr(t, "precision", "bf16 autocast")) != key  # precision
 
 
 def test_cache_refuses_a_trainable_backbone_unless_auto(cfg_factory, cifar_dir):
@@ -293,23 +298,135 @@ def test_cache_refuses_a_trainable_backbone_unless_auto(cfg_factory, cifar_dir):
     task, _, model, method, data = built(cfg_factory, *over)
     assert task.on_method(model, method, data) is data
     assert task.info()["feature_cache"]["feature_cache"] == "off"
-    assert task.info()["train_augmentation"] == "crop_flip"
+    assert task.info()["train_augmentation"] == "none"
     task, _, model, method, data = built(cfg_factory, *over, "task.feature_cache=memory")
     with pytest.raises(ConfigError, match="frozen backbone"):
         task.on_method(model, method, data)
 
 
 def test_cached_augmented_views(cfg_factory, cifar_dir):
-    task, _, model, method, data = built(cfg_factory, f"task.data_dir={cifar_dir}", "task.cache_views=3")
+    over = (f"task.data_dir={cifar_dir}", "task.augment=crop_flip", "task.augment_views=3")
+    task, _, model, method, data = built(cfg_factory, *over)
     cached = task.on_method(model, method, data)
     feats = cached.train.features
     assert feats.shape == (3, 24 * N_CLASSES, 32)
     assert not torch.allclose(feats[0], feats[1])  # different augmented views
-    assert "3 cached augmented views" in task.info()["train_augmentation"]
+    assert "3 fixed views per image" in task.info()["train_augmentation"]
     torch.manual_seed(0)
     got = cached.train.__getitems__([5] * 200)["features"]
     picked = {int((feats[:, 5] - row).abs().sum(-1).argmin()) for row in got}
     assert picked == {0, 1, 2}
+
+
+def _head_inputs(model, batch) -> torch.Tensor:
+    """What the classifier reads for a batch of pixels (the full model, eval mode, as extracted)."""
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach()))
+    model.eval()
+    with torch.no_grad():
+        model(pixel_values=batch["pixel_values"])
+    hook.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [(), ("task.augment=crop_flip", "task.augment_views=2")],
+    ids=["default", "crop_flip-2views"],
+)
+def test_cached_and_uncached_paths_train_on_the_same_inputs(policy, cfg_factory, cifar_dir):
+    """Issue 25 #10: what Full FT's uncached path feeds the classifier is what the cache holds."""
+    task, processor, model, method, data = built(cfg_factory, f"task.data_dir={cifar_dir}", *policy)
+    cached = task.on_method(model, method, data)
+    assert task.info()["feature_cache"]["source"] == "extracted"
+    feats = cached.train.features  # (views, N, D)
+    index = list(range(0, 24 * N_CLASSES, 7))
+    torch.manual_seed(0)
+    hits = set()
+    for _ in range(4 if feats.shape[0] > 1 else 1):  # the uncached path picks a view per read
+        uncached = _head_inputs(model, data.collate([data.train[i] for i in index]))
+        dist = (feats[:, index] - uncached[None]).abs().amax(-1)  # (views, len(index))
+        assert torch.all(dist.min(0).values < 1e-5), "an uncached train input the cache does not hold"
+        hits |= set(dist.argmin(0).tolist())
+    assert hits == set(range(feats.shape[0]))  # every cached view is one the uncached path reads
+    assert task.info()["precision"] == task.info()["feature_cache"]["precision"] == "fp32"
+
+
+def test_fresh_augmentation_is_never_cached_and_the_policy_is_the_arms_own(cfg_factory, cifar_dir):
+    over = (f"task.data_dir={cifar_dir}", "task.augment=crop_flip")
+    task, _, model, method, data = built(cfg_factory, *over)
+    assert task.on_method(model, method, data) is data  # auto: off, every arm draws afresh
+    assert task.info()["feature_cache"]["feature_cache"] == "off"
+    assert task.info()["train_augmentation"] == "crop_flip (a fresh draw at every use)"
+    with pytest.raises(ConfigError, match="fresh augmentation"):
+        task_cfg(cfg_factory("task=cifar100", *over, "task.feature_cache=memory"))
+    with pytest.raises(ConfigError, match="augment_views=2 needs an augmentation"):
+        task_cfg(cfg_factory("task=cifar100", "task.augment_views=2"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="cache_device=cuda differs"):
+            task_cfg(cfg_factory("task=cifar100", "device=cpu", "task.cache_device=cuda"))
+
+
+def test_precision_follows_the_run_and_the_cache_extracts_under_it(cfg_factory, cifar_dir):
+    def precision(*o):
+        return vision.run_precision(task_cfg(cfg_factory("task=cifar100", *o)))
+
+    # the runner's rule (runners/train.py): bf16 autocast on CUDA unless train.bf16=false
+    assert precision("device=cuda") == precision("device=cuda:1", "train.bf16=true") == "bf16 autocast"
+    assert precision("device=cuda", "train.bf16=false") == precision("device=cpu") == "fp32"
+    # the cache extracts under the precision it is given (CPU bf16 autocast stands in for CUDA's):
+    # the head's inputs then equal the uncached forward's under that autocast, not fp32's
+    task, _, model, method, data = built(cfg_factory, f"task.data_dir={cifar_dir}")
+    task.precision = "bf16 autocast"
+    cached = task.on_method(model, method, data)
+    assert task.info()["feature_cache"]["precision"] == "bf16 autocast"
+    batch = data.collate([data.train[i] for i in range(16)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = _head_inputs(model, batch)
+    fp32 = _head_inputs(model, batch)
+    assert torch.allclose(cached.train.features[0, :16], bf16, atol=1e-5)
+    assert not torch.allclose(cached.train.features[0, :16], fp32, atol=1e-3)
+    # a forward on cached features under another autocast than they were made in is refused
+    feats = cached.collate(cached.train.__getitems__(list(range(8))))
+    with pytest.raises(ConfigError, match="cached under bf16 autocast but this forward runs under fp32"):
+        task.forward(model, feats)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        task.forward(model, feats)
+
+
+def _vit_arms() -> list[str]:
+    params = yaml.safe_load((CONF / "experiment" / "rm_vit_classifier.yaml").read_text())["hydra"]
+    return [a.strip() for a in params["sweeper"]["params"]["arm"].split(",")]
+
+
+def test_every_arm_of_rm_vit_classifier_trains_under_one_policy_and_precision(cfg_factory, cifar_dir):
+    """Issue 25 #10: Figures 1-2 compare Full FT with the LoRA family; all 13 arms must see the same
+    training inputs in the same precision, whichever path (cached or not) each one takes."""
+    arms = _vit_arms()
+    assert "ft" in arms and len(arms) == 13
+    exp = ("experiment=rm_vit_classifier", "task=cifar100")
+    # as built and run: Full FT (uncached) and LoRA / RM-LoRA (cached) on the tiny ViT
+    infos = {}
+    for arm in ("ft", "lora_r32", "rm_lora_r32"):
+        rank = () if arm == "ft" else ("method.rank=8",)  # R <= the 10 synthetic classes
+        task, _, model, method, data = built(
+            cfg_factory, f"arm={arm}", *rank, f"task.data_dir={cifar_dir}", base=(*exp, "model=tiny_vit")
+        )
+        task.on_method(model, method, data)
+        info = task.info()
+        infos[arm] = {k: v for k, v in info.items() if k not in ("feature_cache", "classes")}
+        assert info["feature_cache"]["feature_cache"] == ("off" if arm == "ft" else "memory")
+    assert infos["ft"] == infos["lora_r32"] == infos["rm_lora_r32"], infos
+    assert infos["ft"]["train_augmentation"] == "none" and infos["ft"]["precision"] == "fp32"
+    for device in ("cuda", "cpu"):  # every arm as composed, with the paper's ViT-B/16 (no weights needed)
+        seen = set()
+        for arm in arms:
+            cfg = cfg_factory(*exp, f"arm={arm}", f"device={device}")
+            c = task_cfg(cfg)
+            seen.add(
+                (json.dumps(vision.data_policy(c), sort_keys=True), vision.run_precision(c), cfg.train.bf16)
+            )
+        assert len(seen) == 1, seen
 
 
 # -------------------------------------------------------------------------------------- end to end
@@ -363,7 +480,8 @@ def test_classifier_rm_lora_learns_the_synthetic_classes_with_the_cache(cfg_fact
     d = rec["diagnostics"]["modules"]["classifier"]
     assert d["orth_floor"] == N_CLASSES - 8 and d["rank"] <= 8
     assert rec["params"]["trainable"] == 8 * (32 + N_CLASSES) and rec["params"]["head"] == 0
-    assert rec["task_info"]["train_augmentation"].startswith("none (features of the un-augmented")
+    assert rec["task_info"]["train_augmentation"] == "none"
+    assert rec["task_info"]["precision"] == rec["env"]["precision"]
     assert len(rec["timing"]["epoch_s"]) == 20
 
 
