@@ -33,6 +33,10 @@ def check_task(model: str, task: str) -> None:
         )
 
 
+def check_source(cfg, task: str) -> None:
+    """Nothing to fetch: the network is built from its config."""
+
+
 def build_tokenizer(cfg, texts):
     return None
 

