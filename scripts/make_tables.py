@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import math
@@ -38,7 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/make_tables.py` puts scripts/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from scripts.paper_numbers import TABLES, Column, Row, Table  # noqa: E402
+from scripts.paper_numbers import (  # noqa: E402
+    SORA_SPARSITY_TABLE,
+    SORA_TABLE4,
+    SORA_TABLE4_BATCHES,
+    SORA_TABLE4_LR,
+    SORA_TABLE4_TRAIN,
+    TABLES,
+    Column,
+    Row,
+    Table,
+)
 
 MISSING = object()
 TEST_NAME = "Welch's t-test (two-sided, unequal variances; scipy.stats.ttest_ind equal_var=False)"
@@ -187,7 +198,93 @@ def build(table: Table, model: str, records: list[dict], excluded: list[dict], s
             target = (max if col.higher_is_better else min)(m for _, m in means)
             for lab, m in means:
                 cells[lab][col.key].best = m == target
-    return {"cells": cells, "params": params}
+    return {"cells": cells, "params": params, "sora_sparsity": sora_sparsity(table, model, records)}
+
+
+# ---------------------------------------------------------------------------------------------- SoRA
+def sora_sparsity(table: Table, model: str, records: list[dict]) -> dict | None:
+    """{SoRA row label: {task: [% of zero gates per seed]}} beside Table 4's column; None elsewhere.
+
+    A record's `params.gate_sparsity` is the fraction of its gates (= ranks) that ended exactly zero."""
+    if table.name != SORA_SPARSITY_TABLE:
+        return None
+    out = {}
+    for row in table.rows:
+        if row.match.get("method.name") != "sora":
+            continue
+        out[row.label] = {}
+        for task in SORA_TABLE4:
+            col = next(c for c in table.columns if c.task == task)
+            _, used, _ = pick_group([r for r in records if matches(r, model, col, row)])
+            vals = [(r.get("params") or {}).get("gate_sparsity") for r in used]
+            out[row.label][task] = [
+                100 * v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)
+            ]
+    return out
+
+
+@functools.cache
+def sora_table4_bounds() -> dict:
+    """task -> (steps, `adapters.sora.Survival`) for Table 4's own setting, in the case most favourable
+    to the gates: the fewest steps of SORA_TABLE4_BATCHES, no warm-up (the authors' scripts pass no
+    warmup_ratio: HF's 0, the largest Σ lr_t), every Adam step pushing the gate outward."""
+    from adapters.sora import Config, survival  # late: torch, only for the SoRA table
+
+    out = {}
+    for task, (xi, _, epochs) in SORA_TABLE4.items():
+        steps = min(math.ceil(SORA_TABLE4_TRAIN[task] / b) * epochs for b in SORA_TABLE4_BATCHES)
+        out[task] = (steps, survival(Config(sparse_lambda=xi, gate_lr=SORA_TABLE4_LR), steps))
+    return out
+
+
+def sora_markdown(table: Table, built: dict) -> list[str]:
+    data = built.get("sora_sparsity")
+    if not data:
+        return []
+    bounds = sora_table4_bounds()
+    labels = list(data)
+    lines = [
+        "",
+        "## SoRA sparsity beside RM-LoRA Table 4",
+        "",
+        "| task | Table 4 λ (ξ) | Table 4 sparsity | "
+        + " | ".join(f"ours {lab}: zero gates" for lab in labels)
+        + " | zero for sure (Table 4's setting, worst case) |",
+        "|" + "---|" * (4 + len(labels)),
+    ]
+    for task, (xi, paper, _) in SORA_TABLE4.items():
+        ours = []
+        for lab in labels:
+            v = data[lab][task]
+            ours.append(f"{statistics.fmean(v):.2f}% (n={len(v)})" if v else "—")
+        steps, s = bounds[task]
+        if s.worst_case is None:
+            sure = "no guarantee"
+        elif s.kept_fraction < 1e-6:
+            sure = f"all ({steps} steps: |g0| < {s.worst_case:.3g})"
+        else:
+            sure = f"≥ {100 * (1 - s.kept_fraction):.2f}% ({steps} steps: |g0| < {s.worst_case:.3g})"
+        lines.append(f"| {task} | {xi:g} | {paper:.2f}% | " + " | ".join(ours) + f" | {sure} |")
+    return lines
+
+
+def sora_footer(table: Table) -> list[str]:
+    """One line when Table 4's own setting provably cannot reach the sparsity it reports."""
+    if table.name != SORA_SPARSITY_TABLE:
+        return []
+    bounds = sora_table4_bounds()
+    dead = [t for t, (_, s) in bounds.items() if s.kept_fraction is not None and s.kept_fraction < 1e-6]
+    if not dead:
+        return []
+    names = ", ".join(next(c.title for c in table.columns if c.task == t).split()[0] for t in dead)
+    need = ", ".join(f"{bounds[t][1].worst_case:.3g}" for t in dead)
+    reported = ", ".join(f"{SORA_TABLE4[t][1]:.2f}%" for t in dead)
+    return [
+        f"SoRA: Table 4's own setting provably zeroes every gate on {names} (ξ > gate lr {SORA_TABLE4_LR:g}: "
+        f"even pushed outward every step, a gate must start at |g| ≥ {need} to survive, at the fewest steps "
+        f"of batch {max(SORA_TABLE4_BATCHES)} and no warm-up), so the sparsity Table 4 reports there "
+        f"({reported}) cannot be reached (adapters/sora.py `survival`)."
+    ]
 
 
 def _params(recs: list[dict], table: Table) -> str:
@@ -284,6 +381,7 @@ def footer(table: Table, built: dict, model: str, select: str) -> list[str]:
         "the test detects only differences of several standard deviations; no mark does not mean no difference.",
         f"Records used: {len(used)} runs; filled cells: {sum(c.n > 0 for c in cells)} of {len(cells)}.",
         *table.notes,
+        *sora_footer(table),
     ]
     excl = {e["run_id"]: e for c in cells for e in c.excluded}
     if excl:
@@ -309,6 +407,7 @@ def markdown(table: Table, built: dict, model: str, select: str) -> str:
         lines.append(
             "| " + " | ".join(_bold_md(t) if b and t != "—" else t for t, b in zip(texts, bold)) + " |"
         )
+    lines += sora_markdown(table, built)
     lines += [""] + [f"- {line}" for line in footer(table, built, model, select)]
     return "\n".join(lines) + "\n"
 

@@ -230,3 +230,26 @@ def test_paper_numbers_spot_checks():
         342.197,
         None,
     )
+
+
+def test_sora_sparsity_beside_table4_and_unreachable_footer(tmp_path):
+    recs = []
+    for seed, sparsity in [(1, 1.0), (2, 1.0), (3, 0.9)]:
+        rec = fake(f"s{seed}", "sora", 8, "glue/sst2", seed, {"acc": 0.5}, model="deberta_v3_base")
+        rec["params"]["gate_sparsity"] = sparsity
+        recs.append(rec)
+    mt.make_tables(write(tmp_path, recs), tmp_path / "out", names={"rm_table1_glue"})
+    md = (tmp_path / "out" / "rm_table1_glue.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| glue/sst2 |"))
+    # Table 4's λ and sparsity, ours (mean of 100, 100, 90 % zero gates), r=16 missing, the bound
+    assert "| 0.005 | 53.90% | 96.67% (n=3) | — | all (1581 steps" in row
+    assert "| glue/qnli | 0.0001 | 58.06% | — | — | no guarantee |" in md
+    footer = [line for line in md.splitlines() if line.startswith("- SoRA: Table 4's own setting")]
+    assert (
+        len(footer) == 1
+        and "SST-2, QQP, MNLI" in footer[0]
+        and "(53.90%, 53.90%, 64.77%) cannot be reached" in footer[0]
+    )
+    # other tables: no SoRA block
+    mt.make_tables(write(tmp_path, recs), tmp_path / "out2", names={"rm_table2_squad_deberta"})
+    assert "SoRA sparsity" not in (tmp_path / "out2" / "rm_table2_squad_deberta.md").read_text()
