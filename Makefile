@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep gpu-checks
+.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep gpu-checks check-experiments
 help:      ## list targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -70,7 +70,14 @@ exp-loda_a1_energy: setup  ## A.1 on real GPT-2 medium weights: make exp-loda_a1
 	$(BIN)/python scripts/energy_curves.py --checkpoint $(CHECKPOINT) --out results/energy/gpt2_medium_block0.json
 	$(BIN)/python scripts/make_figures.py
 
-ci-experiments: setup  ## CI: the ready smoke sweeps, then make tables / figures from their records
+# Every run of every full experiment, at its real planned step count, checked as the runner would
+# check it, plus the method's setup on a tiny stand-in model (runners/check_experiments.py; ~1 min on
+# 2 CPU cores): fails on any run that would error, prints long-horizon findings.
+check-experiments: setup  ## every run of every full experiment would start (config, plan, setup): no training
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m runners.check_experiments
+
+ci-experiments: setup  ## CI: check-experiments, the ready smoke sweeps, then make tables / figures from their records
+	$(MAKE) check-experiments
 	$(MAKE) smoke-ready TABLES=0
 	$(BIN)/python scripts/make_tables.py
 	$(BIN)/python scripts/make_figures.py --curves tiny_deberta:glue/cola

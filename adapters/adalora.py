@@ -10,6 +10,11 @@ re-implemented here).
 
 What this module adds around PEFT, which the HF Trainer does not do:
 - `total_step` is the run's real number of optimizer steps (`Plan.total_steps`, set in `setup`).
+- The schedule fits the run (`method.schedule=fit`, default): tinit / tfinal / deltaT are used as
+  given when the run leaves a budgeting phase of at least deltaT steps between them, else tinit and
+  tfinal shrink by one factor to half the run (`schedule_for`; the record's `extra_counts` has the
+  values used). `schedule=fixed` uses them as given and refuses a run without a budgeting phase.
+  `check_plan` (adapters/base.py) runs the same rule before anything is built.
 - `update_and_allocate(step)` runs after every `optimizer.step()` and before the grads are zeroed.
 - The orthogonal regularizer `orth_reg_weight · mean_{P,Q} ‖G − I‖_F` (G = QQᵀ or PᵀP): PEFT adds it
   only inside `PeftModel.forward` when the model returns a loss; the runner calls the adapted model
@@ -28,11 +33,12 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method, StepHook, freeze_all_but, match_modules
+from adapters.base import ConfigError, Method, Plan, StepHook, freeze_all_but, match_modules
 from adapters.lowrank import Conv1D, in_out_features
 from adapters.orthogonal import orthogonality_penalty
 
 ADAPTER = "default"
+SCHEDULES = ("fit", "fixed")
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Config:
     tinit: int = 50  # steps at full budget before pruning starts
     tfinal: int = 50  # last steps at the final budget (mask frozen)
     deltaT: int = 10  # steps between two budget allocations
+    schedule: str = "fit"  # fit: shrink tinit/tfinal for runs too short for them | fixed: as given
     beta1: float = 0.85  # EMA of sensitivity
     beta2: float = 0.85  # EMA of uncertainty
     orth_reg_weight: float = 0.1  # set explicitly (PEFT's default is 0.5)
@@ -71,6 +78,8 @@ class Config:
             )
         if self.tinit < 0 or self.tfinal < 0 or self.deltaT < 1:
             raise ConfigError("method.tinit, method.tfinal must be >= 0 and method.deltaT >= 1")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"method.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not (0 < self.beta1 < 1 and 0 < self.beta2 < 1):
             raise ConfigError(f"method.beta1, beta2 must be in (0, 1), got {self.beta1}, {self.beta2}")
         if self.orth_reg_weight < 0:
@@ -85,6 +94,50 @@ def validate(method_cfg, model_cfg: dict) -> None:
             f"model {model_cfg.get('name')!r} has no target_modules for adalora; "
             "set explicit patterns (PEFT's defaults also hit DeBERTa's pooler.dense)"
         )
+
+
+def schedule_for(cfg: Config, total: int) -> tuple[dict[str, int], list[str]]:
+    """(the tinit / tfinal / deltaT a run of `total` optimizer steps uses, findings).
+
+    PEFT needs tinit < total − tfinal (a budgeting phase between the warm-up and the final phase);
+    the budget is re-allocated every deltaT steps inside it. Given values are kept when that phase
+    holds at least one allocation (≥ deltaT steps). Otherwise, with `schedule=fit`, tinit and tfinal
+    shrink by one factor so that they take half the run (the budgeting phase the other half; the
+    official AdaLoRA GLUE scripts give it 30-38 %, e.g. RTE 600 / 1800 of ~3,900 steps:
+    QingruZhang/AdaLoRA NLU/scripts/run_debertav3_rte.sh), and deltaT is capped at that phase.
+    Table 1's one such cell: WNLI, 635 examples / 32 × 5 epochs = 100 steps: 50 / 50 -> 25 / 25.
+    With `schedule=fixed` a run without a budgeting phase is refused (ConfigError).
+    """
+    given = {"tinit": cfg.tinit, "tfinal": cfg.tfinal, "deltaT": cfg.deltaT}
+    if total < 1:
+        raise ConfigError(f"AdaLoRA needs a run of >= 1 optimizer step, got total_steps={total}")
+    phase = total - cfg.tinit - cfg.tfinal
+    if phase >= cfg.deltaT:
+        return given, []
+    if cfg.schedule == "fixed":
+        if phase < 1:
+            raise ConfigError(
+                f"AdaLoRA needs tinit < total_steps - tfinal for a budgeting phase: tinit={cfg.tinit}, "
+                f"tfinal={cfg.tfinal}, total_steps={total}; lower method.tinit/method.tfinal, train "
+                f"longer, or method.schedule=fit (shrinks them to half the run)"
+            )
+        return given, [
+            f"adalora: budgeting phase of {phase} steps < deltaT={cfg.deltaT} at total_steps={total}: "
+            f"the budget drops to target_r in one allocation"
+        ]
+    scale = min(1.0, (total // 2) / max(1, cfg.tinit + cfg.tfinal))  # never longer than given
+    tinit, tfinal = int(cfg.tinit * scale), int(cfg.tfinal * scale)
+    used = {"tinit": tinit, "tfinal": tfinal, "deltaT": max(1, min(cfg.deltaT, total - tinit - tfinal))}
+    before, after = "/".join(str(v) for v in given.values()), "/".join(str(v) for v in used.values())
+    return used, [
+        f"adalora: tinit/tfinal/deltaT {before} leave no budgeting phase of >= deltaT steps in "
+        f"total_steps={total}: using {after} (method.schedule=fit)"
+    ]
+
+
+def check_plan(cfg: Config, plan: Plan) -> list[str]:
+    """The schedule check `RankBudget.setup` runs, before any model is built (adapters/base.py)."""
+    return schedule_for(cfg, int(plan.total_steps))[1]
 
 
 class AdaLoraView:
@@ -146,18 +199,18 @@ class RankBudget(StepHook):
         self.peft_model, self.views, self.cfg, self.method = peft_model, views, cfg, method
         self.tuner = peft_model.base_model  # AdaLoraModel
         self.pruned = False
+        self.used = {"tinit": cfg.tinit, "tfinal": cfg.tfinal, "deltaT": cfg.deltaT}
+        self.findings: list[str] = []
 
     @property
     def peft_config(self):
         return self.tuner.peft_config[ADAPTER]
 
     def setup(self, plan) -> None:
-        total, cfg = int(plan.total_steps), self.cfg
-        if cfg.tinit >= total - cfg.tfinal:
-            raise ConfigError(
-                f"AdaLoRA needs tinit < total_steps - tfinal for a budgeting phase: tinit={cfg.tinit}, "
-                f"tfinal={cfg.tfinal}, total_steps={total}; lower method.tinit/method.tfinal or train longer"
-            )
+        total = int(plan.total_steps)
+        self.used, self.findings = schedule_for(self.cfg, total)
+        for key, value in self.used.items():  # the allocator reads these from the same config object
+            setattr(self.peft_config, key, value)
         self.tuner.rankallocator.set_total_step(total)  # = peft_config.total_step
 
     def after_step(self, optimizer, step: int = 0) -> None:
@@ -252,6 +305,9 @@ def apply(
             "rank_budget": sum(now.values()),
             "target_budget": cfg.target_r * len(views),
             "total_step": hook.peft_config.total_step,
+            "schedule": cfg.schedule,  # the tinit / tfinal / deltaT this run used (schedule_for)
+            **hook.used,
+            "schedule_given": {"tinit": cfg.tinit, "tfinal": cfg.tfinal, "deltaT": cfg.deltaT},
             "pruned": hook.pruned,
         }
 

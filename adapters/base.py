@@ -15,7 +15,12 @@ training-time technique such as a regularizer or a gradient mask) plugs in witho
     method.finish()                               # once after training: prune, remove ranks
     method.state_dict() / load_state_dict()       # checkpoints: everything a hook needs to resume
 
-A module may also define `validate(method_cfg, model_cfg: dict)`, called before any model is built.
+A module may also define `validate(method_cfg, model_cfg: dict)`, called before any model is built,
+and `check_plan(cfg: Config, plan: Plan) -> list[str]`, called with the run's real plan before any
+model or data exists (`make check-experiments`, `plan=true`: runners/check_experiments.py): it raises
+ConfigError if a run with this plan would fail (the same check its `setup` runs: share the code) and
+returns one-line findings on long-horizon dynamics that do not stop the run (AdaLoRA's budget
+schedule, SoRA's gate survival). Callers look it up with `getattr(module, "check_plan", None)`.
 """
 
 from __future__ import annotations

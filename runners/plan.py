@@ -9,13 +9,28 @@ Estimate per run still to do, from measured records in the same store, first mat
   1. `group`: successful runs of the same `group_id` (the other seeds of this cell): their mean wall time;
   2. `method`: same model, task and method (other rank / settings): mean wall time × epochs ratio;
   3. `task`: same model and task, any method: the same, less alike.
+  Without a measured record, from the committed step-time table (docs/bench/step_times.csv: ms per
+  optimizer step measured on the GPU machine per model × method × sequence length × batch), nearest
+  match first, the basis said per row:
+  (rows of the path the run takes: compiled layers for runs of >= train.compile_min_steps, else eager)
+  4. `table`: same model, method and sequence length;
+  5. `table~lr`: same model, a low-rank method of either family (LoRA-, LoDA-): the family's plain row;
+  6. `table~any`: same model, any method: its slowest row (an upper bound).
+  seconds = planned optimizer steps (runners/check_experiments.py: official train-set size, batch,
+  accumulation, epochs) × ms/step × tokens-per-step ratio (batch × max_length vs the row's; GLUE's
+  dynamic padding makes real steps shorter) + RUN_OVERHEAD_S per run. Evaluation is not counted.
   Otherwise `none` (counted, shown as "?"). Hours are split by the device the measurement came from:
-  GPU-hours only from records with `env.device_type == "cuda"`; CPU-measured times are reported apart
-  (they overestimate a GPU run by orders of magnitude).
+  GPU-hours only from records with `env.device_type == "cuda"` and the table (measured on CUDA);
+  CPU-measured times are reported apart (they overestimate a GPU run by orders of magnitude).
+
+Every composed job is also checked as `make check-experiments` checks it (runners/check_experiments.py
+`check_job`: config checks, the real plan, the method's `check_plan`, setup on a stand-in model; once
+per seed-free structure): a run that would fail is listed as FAIL with its one-line reason.
 """
 
 from __future__ import annotations
 
+import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -26,10 +41,17 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from runners.config import CONF, run_ids
+from runners.config import CONF, ROOT, run_ids
 from runners.record import read_json
 
 PLAN_KEYS = ("plan", "+plan", "++plan")
+STEP_TABLE = ROOT / "docs" / "bench" / "step_times.csv"
+# Per run, beside its steps: process start, imports, model load and data (README: ~25 s start-up per
+# run on the H200) plus the compiled layers' warm-up (docs/bench rows: warmup_s 12-14 s for the first
+# compiled row of a process; PERFORMANCE.md: 46.6 s for a whole warm CoLA run's first epoch).
+RUN_OVERHEAD_S = 60.0
+LORA_FAMILY = {"lora", "r_lora", "gm_lora", "rm_lora", "adalora", "sora"}
+LODA_FAMILY = {"loda", "loda_plus", "r_loda", "r_loda_plus", "s_loda", "s_loda_plus"}
 
 
 def strip_plan(argv: list[str]) -> tuple[bool, list[str]]:
@@ -97,16 +119,73 @@ def estimate(resolved: dict, group_id: str, done: list[dict]) -> tuple[float | N
     return None, "none", "-"
 
 
+def step_table(path=STEP_TABLE) -> list[dict]:
+    """The committed step-time rows (docs/bench/step_times.csv), numbers parsed."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["seq_len"], r["batch"], r["ms_per_step"] = (
+            int(r["seq_len"]),
+            int(r["batch"]),
+            float(r["ms_per_step"]),
+        )
+    return rows
+
+
+def table_estimate(resolved: dict, steps: int, table: list[dict]) -> tuple[float, str, str] | None:
+    """(seconds, basis, detail) from the step-time table, nearest match first (module docstring)."""
+    model, method = resolved["model"]["name"], resolved["method"]["name"]
+    train, seq = resolved["train"], resolved["task"].get("max_length")
+    batch = int(train["batch_size"]) * int(train.get("grad_accum") or 1)
+    # the runner compiles its layers on CUDA for runs of >= compile_min_steps (train.compile=auto):
+    # rows of the path this run takes, when the table has any for this model
+    compile_ = train.get("compile", "auto")
+    path = (
+        "compiled"
+        if compile_ is True or (compile_ == "auto" and steps >= train.get("compile_min_steps", 1000))
+        else "eager"
+    )
+    mine = [r for r in table if r["model"] == model]
+    mine = [r for r in mine if r["path"] == path] or mine
+    family = next((f for f in (LORA_FAMILY, LODA_FAMILY) if method in f), None)
+    plain = {id(LORA_FAMILY): "lora", id(LODA_FAMILY): "loda"}
+    tiers = [
+        ("table", [r for r in mine if r["method"] == method and r["seq_len"] == seq]),
+        ("table~lr", [r for r in mine if family and r["method"] == plain[id(family)]]
+         or [r for r in mine if r["method"] in LORA_FAMILY | LODA_FAMILY] * bool(family)),
+        ("table~any", sorted(mine, key=lambda r: -r["ms_per_step"])),
+    ]  # fmt: skip
+    for basis, hits in tiers:
+        if not hits:
+            continue
+        row = next((r for r in hits if r["seq_len"] == seq), hits[0])
+        ratio = (batch * seq) / (row["batch"] * row["seq_len"]) if seq else 1.0
+        secs = steps * row["ms_per_step"] / 1000 * ratio + RUN_OVERHEAD_S
+        scaled = f", x{ratio:.3g} tokens/step" if abs(ratio - 1) > 1e-9 else ""
+        detail = (
+            f"table: {row['card']} {row['date']} ({row['model']} {row['method']} {row['path']} {row['seq_len']}x{row['batch']}"
+            f" {row['ms_per_step']} ms{scaled}; {steps} steps + {RUN_OVERHEAD_S:.0f} s)"
+        )
+        return secs, basis, detail
+    return None
+
+
 def _same_task(rec: dict, resolved: dict) -> bool:
     a, b = (rec.get("config") or {}).get("task") or {}, resolved.get("task") or {}
     return a.get("name") == b.get("name") and a.get("subset") == b.get("subset")
 
 
-def plan(argv: list[str]) -> str:
-    """The plan as text (also the return value of `run.py ... plan=true`)."""
+def plan(argv: list[str], build: bool = True) -> str:
+    """The plan as text (also the return value of `run.py ... plan=true`). `build`: also set up each
+    structure's method on a stand-in model (runners/check_experiments.py step 4)."""
+    from runners.check_experiments import StandIns, check_job
+
     GlobalHydra.instance().clear()
-    lines, rows = [], []
+    lines, rows, findings, used_cards = [], [], {}, set()
+    table = step_table()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        stand_ins = StandIns(lambda overrides: compose("config", overrides=overrides)) if build else None
+        checked: dict[str, object] = {}  # group_id -> Outcome (seeds share structure)
         jobs = expand(argv)
         first = compose("config", overrides=jobs[0]) if jobs else None
         runs = Path(first.paths.results_dir) / "runs" if first is not None else Path("results/runs")
@@ -121,19 +200,33 @@ def plan(argv: list[str]) -> str:
                 )
                 continue
             run_id, group_id = run_ids(resolved)
+            if group_id not in checked:
+                checked[group_id] = check_job(cfg, [o for o in job if not o.startswith("seed=")], stand_ins)
+            out = checked[group_id]
+            findings.update({f: None for f in out.findings})
             rec = read_json(runs / f"{run_id}.json") or {}
             status = rec.get("status") or "todo"
             if status == "success" and not resolved.get("force"):
                 rows.append((i, "done", run_id, (rec.get("timing") or {}).get("wall_s"), "measured",
                              (rec.get("env") or {}).get("device_type", "?"), job, ""))  # fmt: skip
                 continue
+            if out.error:
+                rows.append((i, "FAIL", run_id, None, "-", "-", job, f"would fail: {out.error}"))
+                continue
             secs, basis, dev = estimate(resolved, group_id, done_records)
+            note = ""
+            if secs is None and out.plan is not None:
+                found = table_estimate(resolved, out.plan.total_steps, table)
+                if found:
+                    secs, basis, note = found
+                    used_cards.add(note.split(" (")[0].removeprefix("table: "))
+                    dev = "cuda"  # the table's rows were measured on the GPU machine
             rows.append((i, "todo" if status in ("todo", "success") else f"todo ({status})", run_id, secs, basis,
-                         dev, job, ""))  # fmt: skip
+                         dev, job, note))  # fmt: skip
     shown = [o for o in argv if "=" in o]
     lines.append(f"plan for: {' '.join(shown) or '(defaults)'}  — nothing is started")
     lines.append(f"results store: {runs}")
-    lines.append(f"{'#':>4}  {'status':<16} {'run_id':<12} {'est.':>9}  {'basis':<8} {'dev':<5} overrides")
+    lines.append(f"{'#':>4}  {'status':<16} {'run_id':<12} {'est.':>9}  {'basis':<9} {'dev':<5} overrides")
     for i, status, run_id, secs, basis, dev, job, err in rows:
         est = (
             "?"
@@ -146,23 +239,35 @@ def plan(argv: list[str]) -> str:
         )
         varying = " ".join(o for o in job if o.split("=")[0] not in {s.split("=")[0] for s in _fixed(argv)})
         lines.append(
-            f"{i:>4}  {status:<16} {run_id:<12} {est:>9}  {basis:<8} {dev:<5} {varying}{'  ' + err if err else ''}"
+            f"{i:>4}  {status:<16} {run_id:<12} {est:>9}  {basis:<9} {dev:<5} {varying}{'  ' + err if err else ''}"
         )
     todo = [r for r in rows if r[1].startswith("todo")]
     by_dev: dict[str, float] = defaultdict(float)
-    unknown = 0
+    unknown, from_table = 0, 0.0
     for r in todo:
         if r[3] is None:
             unknown += 1
         else:
             by_dev["GPU-hours" if r[5] == "cuda" else f"hours measured on {r[5]} (not GPU)"] += r[3] / 3600
+            from_table += r[3] / 3600 if r[4].startswith("table") else 0.0
     errors = sum(r[1] == "ERROR" for r in rows)
+    failing = sum(r[1] == "FAIL" for r in rows)
     lines.append(
         f"runs: {len(rows)} | done: {sum(r[1] == 'done' for r in rows)} | to run: {len(todo)} | "
-        f"cannot compose: {errors}"
+        f"would fail: {failing} | cannot compose: {errors}"
     )
     est = ", ".join(f"{h:.3g} {k}" for k, h in sorted(by_dev.items())) or "no measurement yet"
-    lines.append(f"estimated compute for the runs to do: {est}; without any measurement: {unknown} runs")
+    if from_table:
+        est += (
+            f" ({from_table:.3g} of them from the step-time table: {'; '.join(sorted(used_cards))}, "
+            f"docs/bench/step_times.csv; "
+            f"+{RUN_OVERHEAD_S:.0f} s per run; evaluation not counted)"
+        )
+    lines.append(f"estimated compute for the runs to do: {est}; without any estimate: {unknown} runs")
+    if failing:
+        lines.append(f"{failing} runs would fail (FAIL above): fix them before launching")
+    for f in findings:
+        lines.append(f"finding: {f}")
     return "\n".join(lines)
 
 

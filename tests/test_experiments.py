@@ -135,3 +135,88 @@ def test_every_sweep_has_three_seeds_and_a_smoke_variant():
         assert f"{exp}_smoke" in EXPERIMENTS or exp == "fnn_methods", f"{exp} has no smoke variant"
         assert len(_sweep(exp)["seed"]) == 3, exp
     assert set(TABLE_OF) <= set(EXPERIMENTS)
+
+
+# --- make check-experiments (issue 25): real step counts, check_plan, setup on a stand-in model ----
+
+
+def _compose_in(fn):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return fn(lambda overrides: compose("config", overrides=overrides))
+
+
+def test_planned_steps_follow_the_runner_formula_and_official_sizes():
+    from tasks.sizes import UnknownSize, planned_steps, train_examples
+
+    # runners/train.py: ceil(n / batch) batches, ceil(/ grad_accum) steps per epoch, max_steps wins
+    assert planned_steps(635, 32, 1, 5, None) == {"total_steps": 100, "steps_per_epoch": 20, "epochs": 5}
+    assert planned_steps(635, 32, 3, 5, None)["steps_per_epoch"] == 7
+    assert planned_steps(635, 32, 1, 5, 30) == {"total_steps": 30, "steps_per_epoch": 20, "epochs": 2}
+    assert train_examples({"name": "glue", "subset": "sst2", "train_split": "train"}) == 67349
+    assert (
+        train_examples(
+            {"name": "glue", "subset": "rte", "train_split": "train[:100]", "max_train_samples": 64}
+        )
+        == 64
+    )
+    assert train_examples({"name": "vision", "dataset": "food101", "train_split": "train"}) == 75750
+    assert train_examples({"name": "synthetic_fnn", "n_train": 4096}) == 4096
+    with pytest.raises(UnknownSize):  # a validation slice used for training has no known size
+        train_examples({"name": "glue", "subset": "qnli", "train_split": "validation[:1000]"})
+
+
+def test_table1_sweep_is_297_runs_in_99_structures_of_three_seeds():
+    from runners.check_experiments import structures
+    from runners.plan import expand
+
+    groups = _compose_in(lambda c: structures(expand(["experiment=rm_table1_glue"])))
+    assert len(groups) == 99 and all(sorted(s) == ["1", "2", "3"] for s in groups.values())
+
+
+def test_adalora_wnli_cell_of_table1_sets_up_with_its_real_plan():
+    """Finding 1: 635 examples / 32 x 5 epochs = 100 steps; tinit 50 + tfinal 50 left no budgeting
+    phase and setup raised. Now the schedule fits the run (25 / 25 / 10) and the record says so."""
+    from runners.check_experiments import StandIns, check_config, stand_in_setup
+
+    def go(c):
+        job = ["experiment=rm_table1_glue", "task=glue/wnli", "arm=adalora_16to8"]
+        cfg = c([*job, "seed=1"])
+        out = check_config(cfg)
+        assert out.error is None and out.plan.total_steps == 100 and out.plan.train_examples == 635
+        assert any("25/25/10" in f for f in out.findings)
+        return stand_in_setup(cfg, job, out, StandIns(c))  # raised ConfigError before the fix
+
+    counts = _compose_in(go).extra_counts()
+    assert (counts["tinit"], counts["tfinal"], counts["deltaT"], counts["total_step"]) == (25, 25, 10, 100)
+    assert counts["schedule_given"] == {"tinit": 50, "tfinal": 50, "deltaT": 10}
+
+
+def test_check_experiments_catches_the_old_fixed_schedule(monkeypatch):
+    """The check would have caught finding 1: WNLI's AdaLoRA with tinit 50 / tfinal 50 fixed fails,
+    through check_plan and, without check_plan, through setup on the stand-in model."""
+    from adapters import adalora
+    from runners.check_experiments import run_checks
+
+    old = ["task=glue/wnli", "arm=adalora_8to4", "method.schedule=fixed"]
+    report = run_checks(["rm_table1_glue"], old)
+    assert report.experiments == {"rm_table1_glue": 3} and report.configs == 1
+    assert len(report.failures) == 1 and "100 steps" in report.failures[0]
+    assert "tinit < total_steps - tfinal" in report.failures[0] and "\n" not in report.failures[0]
+    monkeypatch.delattr(adalora, "check_plan")
+    report = run_checks(["rm_table1_glue"], old)
+    assert len(report.failures) == 1 and "setup on the stand-in model" in report.failures[0]
+    assert not run_checks(["rm_table1_glue"], old, build=False).failures  # the build is what caught it
+    monkeypatch.undo()
+    fit = run_checks(["rm_table1_glue"], old[:2])  # the default schedule: runs, with a finding
+    assert not fit.failures and len(fit.findings) == 1 and "using 25/25/10" in fit.findings[0]
+
+
+def test_stand_in_width_decides_size_limits_as_the_real_model():
+    """A rank the real ViT classifier (768 -> 100 classes) cannot hold fails on the stand-in; one
+    it can hold (r = 100 on Food-101's 101 classes) passes, though the tiny ViT is 32 wide."""
+    from runners.check_experiments import run_checks
+
+    bad = run_checks(["rm_vit_classifier"], ["task=cifar100", "arm=lora_r80", "method.rank=101"])
+    assert len(bad.failures) == 1 and "exceeds min(d_in, d_out) = 100" in bad.failures[0]
+    assert not run_checks(["rm_vit_classifier"], ["task=food101", "arm=lora_r80", "method.rank=100"]).failures
