@@ -690,11 +690,22 @@ def _load_checkpoint(path, model, optimizer, scheduler, method, order, watched) 
     watched.update(state["watched"])
     progress = state["progress"]
     if progress["batch"]:
-        acc_state = state["acc_state"]
-        device = next(model.parameters()).device
-        acc_state["loss"], acc_state["reg"] = acc_state["loss"].to(device), acc_state["reg"].to(device)
-        progress["acc_state"] = acc_state
+        progress["acc_state"] = acc_state_to(state["acc_state"], next(model.parameters()).device)
     return progress
+
+
+def acc_state_to(acc_state: dict, device: torch.device) -> dict:
+    """A partial epoch's sums and predictions, on the run's device. The checkpoint loads them on the
+    CPU; the epoch's end concatenates the restored predictions with this device's new ones (a resumed
+    CUDA run failed there with "Expected all tensors to be on the same device", H100, 2026-12-07)."""
+    moved = {}
+    for key, value in acc_state.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device)
+        elif isinstance(value, list):
+            value = [v.to(device) if isinstance(v, torch.Tensor) else v for v in value]
+        moved[key] = value
+    return moved
 
 
 def _rows(batch: dict) -> int:

@@ -329,3 +329,19 @@ def test_changed_data_files_retrain_unchanged_skip(cfg_factory, glue_dir, tmp_pa
     (kept,) = (tmp_path / "results" / "runs" / first["run_id"] / "superseded").glob("*.json")
     assert json.loads(kept.read_text())["data"] == first["data"]
     assert run(cfg_factory(*args))["status"] == "skipped"  # the new record holds for the new files
+
+
+def test_resumed_partial_epoch_state_moves_to_the_run_device():
+    """A checkpoint's mid-epoch predictions are loaded on the CPU; on a CUDA run they must follow the
+    model to its device, or the epoch's end concatenates CPU and CUDA tensors (every resumed mid-epoch
+    minilm_glue run failed so on the H100). "meta" stands in for the GPU on a CPU-only machine."""
+    import torch
+
+    from runners.train import acc_state_to
+
+    state = {"loss": torch.tensor(1.0), "reg": torch.tensor(0.0), "n": 3,
+             "preds": [torch.zeros(2, 2)], "labels": [torch.zeros(2, dtype=torch.long)]}  # fmt: skip
+    moved = acc_state_to(state, torch.device("meta"))
+    tensors = [moved["loss"], moved["reg"], *moved["preds"], *moved["labels"]]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert moved["n"] == 3 and state["preds"][0].device.type == "cpu"  # the loaded state is not changed
