@@ -22,7 +22,7 @@ METHODS = {
     "adapter_l": bottleneck,  # Lin et al. adapter: one per block after the MLP, with LayerNorm
     "prefix": prefix,  # prefix-layer tuning (PreLayer) through PEFT
     "adalora": adalora,  # HF PEFT AdaLoRA with the run's total_step and rank allocation every step
-    "sora": sora,  # gated LoRA, proximal gate step, zero ranks removed at the end
+    "sora": sora,  # gated LoRA, the official SparseAdamW gate step, zero ranks removed at the end
     "ft_qv": partial_ft,  # FT^{Wq,Wv}: q and v projections fully (model.partial_ft.qv)
     "ft_top2": partial_ft,  # FT^Top2: the last two blocks (model.partial_ft.top2)
 }

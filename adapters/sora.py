@@ -73,7 +73,7 @@ class Config:
     xi_max: float | None = None  # linear schedule: final ξ
     xi_stages: int = 5  # linear schedule: number of equal stages
     reg_weight: float = 0.0  # R-LoRA's regularizer on A, B (0: off)
-    reg_form: str = "paper"
+    reg_form: str = "reference"  # the authors' form, the one their 0.1 belongs to (conf/method/lora.yaml)
     mask_directions: int | None = None  # GM-LoRA's mask on A, B (null: off)
     mask_fraction: float | None = None
     mask_shared: bool = True
