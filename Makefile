@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build on disk here; on a GPU machine: make setup TORCH=torch==2.13.0 with a CUDA index
 TORCH ?= torch==2.13.0
 
-.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep gpu-checks check-experiments
+.PHONY: help setup run test test-fast lint fmt smoke tables figures clean bench bench-e2e bench-sweep gpu-checks check-experiments protocol
 help:      ## list targets
 	@grep -E '^[a-z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n",$$1,$$2}'
 
@@ -75,6 +75,12 @@ exp-loda_a1_energy: setup  ## A.1 on real GPT-2 medium weights: make exp-loda_a1
 # 2 CPU cores): fails on any run that would error, prints long-horizon findings.
 check-experiments: setup  ## every run of every full experiment would start (config, plan, setup): no training
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m runners.check_experiments
+
+# Per paper experiment, every setting that changes numbers as composed, beside the paper's / authors'
+# code's value and source (scripts/protocol_tables.py; PROTOCOL=--check: write nothing, fail on a
+# DIFFERS row or a stale doc).
+protocol: setup  ## docs/protocol/*.md: composed settings vs paper / authors' code (PROTOCOL=--check to verify)
+	$(BIN)/python scripts/protocol_tables.py $(PROTOCOL)
 
 ci-experiments: setup  ## CI: check-experiments, the ready smoke sweeps, then make tables / figures from their records
 	$(MAKE) check-experiments
