@@ -1,11 +1,15 @@
-"""Run records: environment facts and atomic writes (temp file + rename: nothing half-written)."""
+"""Run records: environment facts and atomic writes (temp file + rename: nothing half-written), and
+checked files (a sha256 header, so that a torn or truncated checkpoint is recognised as such)."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -64,16 +68,142 @@ def environment(device: torch.device) -> dict:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Calls `write(tmp_path)` then renames onto `path` (same directory, so the rename is atomic)."""
+    """Calls `write(tmp_path)` then renames onto `path` (same directory, so the rename is atomic).
+
+    A failed write leaves `path` as it was and no temp file. The data is fsynced before the rename: a
+    rename that reaches the disk before the data would leave an empty file after a power cut. A
+    failure from a full disk (or quota, or file-size limit) is raised as an OSError naming `path`,
+    whatever the writer raised (torch.save says "unexpected pos 704 vs 598"; safetensors "os error 28").
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except Exception as e:
+            full = disk_full(e)
+            if full is None:
+                raise
+            raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from None
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, over quota, over the file-size limit
+
+
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The OSError behind `e` if it says there is no room to write (`NO_ROOM`), else None.
+
+    Looks along the chain (torch's writer raises a RuntimeError from our file's OSError) and reads the
+    "(os error N)" of errors raised in Rust (safetensors)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_ROOM:
+            return e
+        if (m := re.search(r"\(os error (\d+)\)", str(e))) and int(m[1]) in NO_ROOM:
+            return OSError(int(m[1]), os.strerror(int(m[1])))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# --- checked files: b"<MAGIC><sha256 hex of the payload>\n" + payload ------------------------------
+
+MAGIC = b"lowrank-bench sha256="
+_HEADER = len(MAGIC) + 64 + 1
+
+
+class CorruptFile(Exception):
+    """A checked file whose payload does not match its checksum (or does not load at all)."""
+
+
+class _Hashing:
+    """A file object that hashes what is written through it (torch.save streams into it)."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_checked(path: Path, obj) -> None:
+    """torch.save(obj) into `path` atomically, behind a header with the payload's sha256.
+
+    Written through a Python file object (not torch's own file writer), so a full disk surfaces as the
+    OSError it is."""
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + b"0" * 64 + b"\n")  # placeholder: the digest is known once the payload is out
+            hashing = _Hashing(f)
+            torch.save(obj, hashing)
+            f.seek(0)
+            f.write(MAGIC + hashing.sha.hexdigest().encode() + b"\n")
+
+    atomic_write(path, write)
+
+
+def _open_checked(path: Path):
+    """`path` opened at its payload once the payload matched its sha256 (read in chunks: checkpoints
+    of full fine-tuning run to GBs); CorruptFile saying what is wrong if it did not. A file without
+    the header (written before checkpoints had one) is returned at its start: torch.load then tells
+    whether it is whole."""
+    f = open(path, "rb")
+    try:
+        head = f.read(_HEADER)
+        size = os.fstat(f.fileno()).st_size
+        if not head.startswith(MAGIC):
+            if not head:
+                raise CorruptFile("empty file")
+            f.seek(0)
+            return f
+        if len(head) < _HEADER or not head.endswith(b"\n"):
+            raise CorruptFile(f"truncated header ({size} bytes)")
+        sha = hashlib.sha256()
+        while chunk := f.read(1 << 24):
+            sha.update(chunk)
+        if sha.hexdigest() != head[len(MAGIC) : -1].decode("ascii", "replace"):
+            raise CorruptFile(f"sha256 mismatch: torn or truncated write ({size} bytes)")
+        f.seek(_HEADER)
+        return f
+    except BaseException:
+        f.close()
+        raise
+
+
+def load_checked(path: Path):
+    """torch.load of a checked file (our own, hence weights_only=False); CorruptFile if it is not whole."""
+    with _open_checked(path) as f:
+        try:
+            return torch.load(f, map_location="cpu", weights_only=False)
+        except Exception as e:  # only a header-less (old) file gets here broken: its zip does not open
+            raise CorruptFile(f"does not load: {type(e).__name__}: {str(e).splitlines()[0][:120]}") from e
+
+
+def verify_checked(path: Path) -> str | None:
+    """None if the checked file at `path` is whole, else what is wrong with it (the checksum decides;
+    a header-less old file is loaded to find out)."""
+    try:
+        with _open_checked(path) as f:
+            checked = f.tell() == _HEADER
+        if not checked:
+            load_checked(path)
+    except CorruptFile as e:
+        return str(e)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    return None
 
 
 def strict(obj):
@@ -97,7 +227,9 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None if it is missing or is not one (truncated, binary, a list)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None
+    return obj if isinstance(obj, dict) else None

@@ -39,8 +39,8 @@ from runners.checks import check_run_config
 from runners.config import TRAIN_KEYS, TrainConfig, heads_for, lookup, run_ids, typed
 from runners.logging import build as build_logger
 from runners.logging import progress as progress_bar
-from runners.record import atomic_write, environment
-from runners.store import RunStore, check_writable
+from runners.record import CorruptFile, atomic_write, disk_full, environment, load_checked, save_checked
+from runners.store import RunStore, check_writable, set_aside_file
 from tasks import TASKS
 from tasks.base import EvalContext, data_record
 
@@ -172,7 +172,10 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
         verdict = ("train", None)
         old = None
         if main:
-            if not stack.enter_context(store.lock()):
+            locked = not stack.enter_context(store.lock())
+            if not locked:  # an unreadable published record: restored from its attempt's copy, or set aside
+                store.restore_record()
+            if locked:
                 verdict = ("locked", None)
             elif (old := store.success()) and not cfg.force and not (stale := _stale_data(old, data)):
                 verdict = ("skipped", None)
@@ -208,6 +211,8 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
         if not main:
             logger = build_logger(None)
         start = time.perf_counter()
+        raising = False  # a bug's exception is on its way up (its traceback is the report)
+        unwritten = None  # why the record could not be written (a full disk), if it could not
         try:
             logger.start(record)
             with _Signals() as signals:
@@ -234,18 +239,48 @@ def run(cfg: DictConfig, job: int | None = None) -> dict:
                 hint = " (raised by torch.compile: train.compile=false runs this eager)"
                 print(f"error: {type(e).__name__}{hint}", file=sys.stderr)
             record.update(status="failed", error=f"{type(e).__name__}: {e}{hint}")
-            raise
+            if (full := disk_full(e)) is None:
+                raising = True
+                raise
+            # a full disk (checkpoint, weights, outputs): one line, not the writers' chained tracebacks;
+            # the writes are atomic, so the last checkpoint is whole and a rerun with room resumes it
+            record["error"] = (
+                f"no room to write {full.filename} ({full.strerror}); free space under "
+                f"{store.runs.parent} and rerun: {_rerun(attempt)}"
+            )
         finally:
             record.setdefault("timing", {})["wall_s"] = time.perf_counter() - start
             if main:
-                record["record_path"] = str(store.finish(attempt, record))
+                try:
+                    record["record_path"] = str(store.finish(attempt, record))
+                    if record["status"] == "success":  # only now: until the record is out it resumes
+                        (attempt / "checkpoint.pt").unlink(missing_ok=True)
+                except OSError as e:  # most likely the disk is full (again): said in the run's one line
+                    unwritten = f"{e.filename or store.record_path}: {e.strerror or e}"
+                    if raising:
+                        print(f"error: the run's record could not be written ({unwritten})", file=sys.stderr)
             try:
                 logger.finish(record)
             except Exception as e:  # a logging failure must not turn a trained run into a failed one
                 print(f"warning: logger.finish failed: {type(e).__name__}: {e}", file=sys.stderr)
+    if unwritten and record["status"] == "success":
+        raise RunStopped(
+            "failed",
+            f"failed: trained, but its record could not be written ({unwritten}); free space and rerun: {_rerun(attempt)}",
+        )
     if record["status"] != "success":
-        raise RunStopped(record["status"], f"{record['status']}: {record['error']}")
+        message = f"{record['status']}: {record['error']}"
+        if unwritten:
+            message += f"; the {record['status']} record could not be written either ({unwritten})"
+        raise RunStopped(record["status"], message)
     return record
+
+
+def _rerun(attempt: Path) -> str:
+    """What rerunning the same command will do with this attempt's files."""
+    if (attempt / "checkpoint.pt").is_file():
+        return f"it resumes from {attempt / 'checkpoint.pt'}"
+    return "it starts over (no checkpoint yet)"
 
 
 def _stale_data(old: dict, data: dict) -> str | None:
@@ -402,7 +437,19 @@ def _train(
     s = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "train_time": 0.0, "seen": 0}
     ckpt_path = attempt / "checkpoint.pt"
     if ckpt_path.is_file():
-        s = _load_checkpoint(ckpt_path, model, optimizer, scheduler, method, order, watched)
+        try:
+            s = _load_checkpoint(ckpt_path, model, optimizer, scheduler, method, order, watched)
+        except (CorruptFile, KeyError, ValueError, RuntimeError) as e:
+            # it passed its checksum (runners/store.py) but does not fit this model (a code change), or
+            # broke since: rerunning would fail the same way, so it goes aside and the rerun starts over
+            if isinstance(e, torch.OutOfMemoryError):
+                raise
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+            kept = set_aside_file(ckpt_path) if main else ckpt_path
+            raise RunStopped(
+                "failed",
+                f"checkpoint {ckpt_path} does not load ({why}); set aside as {kept}: rerun to start over",
+            ) from e
         if main:
             print(f"resuming {record['run_id']} from {ckpt_path} (epoch {s['epoch']}, step {s['step']})")
         record["resumed_from_step"] = s["step"]
@@ -599,8 +646,8 @@ def _train(
             f"no method parameter changed in {s['step']} steps ({unchanged}); "
             f"check train.lr (now {t.lr}) and method.reg_weight, and that the loss reaches the adapter",
         )
-    if main:
-        ckpt_path.unlink(missing_ok=True)  # success: the checkpoint is no longer needed
+    # the checkpoint is deleted by run() once the success record is written (a full disk in between
+    # leaves it to resume from)
 
 
 def _check_finite(pending: list[torch.Tensor], s: dict, t: TrainConfig) -> None:
@@ -664,11 +711,11 @@ def _save_checkpoint(path, s, acc_state, model, optimizer, scheduler, method, or
         },
         "watched": watched,
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    save_checked(path, state)  # atomic, behind its sha256: a torn write is recognised on resume
 
 
 def _load_checkpoint(path, model, optimizer, scheduler, method, order, watched) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+    state = load_checked(path)  # CorruptFile if it does not match its checksum
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     with torch.no_grad():
