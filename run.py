@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from adapters.base import ConfigError
-from runners.config import check_overrides, precheck, register_resolvers
+from runners.config import check_choices, check_overrides, precheck, register_resolvers
 from tasks.base import DataError
 
 register_resolvers()
@@ -24,22 +24,40 @@ def main(cfg) -> None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
+            check_choices(cfg)
             record = run(cfg)
-        except (ConfigError, DataError, RunStopped) as e:
+        except (ConfigError, DataError) as e:
             sys.exit(f"error: {e}")
+        except RunStopped as e:
+            print(f"error: {e}", file=sys.stderr)
+            # Ctrl-C / SIGTERM stopped it (checkpoint + `interrupted` record): 130, as a shell reports
+            # Ctrl-C and as sweeps exit, so scripts can tell "stopped, rerun to resume" from a failure
+            sys.exit(130 if e.status == "interrupted" else 1)
         if record.get("metrics") and record.get("record_path"):  # the main process (of several)
             print(summary(record))
         return
     # a sweep job: record the outcome, never abort the sweep (runners/sweep.py prints the summary)
-    from runners.sweep import packed, release_memory, start_packed_job, stop_sweep, write_outcome
+    from runners.sweep import end_packed_job, packed
+
+    pack = packed(hydra_cfg.launcher)
+    try:
+        sweep_job(cfg, hydra_cfg, pack)
+    finally:
+        if pack:
+            end_packed_job()  # an orphaned worker (its sweep process died) exits now
+
+
+def sweep_job(cfg, hydra_cfg, pack: bool) -> None:
+    from runners.sweep import release_memory, start_packed_job, stop_sweep, write_outcome
+    from runners.train import RunStopped, run, summary
 
     outcome = {"overrides": list(hydra_cfg.overrides.task)}
-    pack = packed(hydra_cfg.launcher)
     if pack and (reason := start_packed_job(hydra_cfg.sweep.dir, hydra_cfg.launcher.n_jobs)):
         outcome.update(status="interrupted", error=reason)
         write_outcome(hydra_cfg.runtime.output_dir, outcome)
         return
     try:
+        check_choices(cfg)
         record = run(cfg, job=hydra_cfg.job.num)
         outcome.update(status=record["status"], run_id=record.get("run_id"))
         if record.get("metrics"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import SimpleNamespace
 
 from adapters.base import ConfigError, compile_pattern
 from adapters.placement import parse_targets
@@ -35,6 +37,7 @@ def check_run_config(resolved: dict, t: TrainConfig, method_mod, method_cfg) -> 
     if not isinstance(resolved["device"], str) or not DEVICE.match(resolved["device"]):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {resolved['device']!r}")
     check_train(t)
+    check_model_task(model, resolved["task"])
     for key in ("target_modules", "head_modules"):
         value = model.get(key) or []
         groups = value.values() if isinstance(value, dict) else [value]
@@ -49,6 +52,48 @@ def check_run_config(resolved: dict, t: TrainConfig, method_mod, method_cfg) -> 
     validate = getattr(method_mod, "validate", None)
     if validate is not None:
         validate(method_cfg, model)
+
+
+# the output layer each task needs (its Task.head["type"]), how to call a model that has it, and an
+# offline model that does: a mismatch is refused here, before transformers fails to build the model
+TASK_HEADS = {
+    "glue": "sequence_classification",
+    "squad": "question_answering",
+    "e2e": "causal_lm",
+    "dart": "causal_lm",
+    "vision": "image_classification",
+}
+HEAD_MODELS = {
+    "sequence_classification": ("a text model", "tiny_deberta"),
+    "question_answering": ("a text model", "tiny_deberta"),
+    "causal_lm": ("a generative text model", "tiny_gpt2"),
+    "image_classification": ("an image model", "tiny_vit"),
+}
+
+
+def check_model_task(model: dict, task: dict) -> None:
+    """Refuses a model whose kind (image or text) or heads do not fit the task's output layer.
+
+    A model with `image_processor` is an image model; a model whose `head_modules` is a mapping by
+    head type (conf/model/*.yaml) has exactly those heads (DeBERTa has no causal-LM head)."""
+    need = TASK_HEADS.get(task.get("name"))
+    if need is None or model.get("builder") != "hf":  # the FNN builder checks its own task
+        return
+    from tasks import TASKS
+
+    label = TASKS[task["name"]].TASK.label(SimpleNamespace(**task))
+    image = "image_processor" in model
+    needs_image = need == "image_classification"
+    what, example = HEAD_MODELS[need]
+    if image != needs_image:
+        kind = "an image model" if image else "a text model"
+        raise ConfigError(f"model={model['name']} is {kind}; task {label} needs {what}, e.g. model={example}")
+    heads = model.get("head_modules")
+    if isinstance(heads, Mapping) and need not in heads:
+        raise ConfigError(
+            f"model={model['name']} has no {need} head (it has {', '.join(sorted(heads))}); task {label} "
+            f"needs {what}, e.g. model={example}"
+        )
 
 
 def _int(value, name: str, low: int = 1, optional: bool = False) -> None:

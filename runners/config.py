@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def precheck(argv: list[str]) -> None:
             single.append(arg)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         try:
-            cfg = compose("config", overrides=single)
+            cfg = compose("config", overrides=single, return_hydra_config=True)
         except HydraException as e:
             key = _missing_key(str(e))
             if key is None:
@@ -163,7 +164,32 @@ def precheck(argv: list[str]) -> None:
             cfg = compose("config", overrides=[a for a in single if a.partition("=")[0] in GROUPS])
             _unknown_key(cfg, key)
             raise ConfigError(str(e).splitlines()[0]) from e
+    check_launcher(cfg.hydra.launcher)
+    check_choices(cfg)  # a sweep's first values; run.py checks each job's
     check_writable(Path(cfg.paths.results_dir))
+
+
+def check_choices(cfg) -> None:
+    """Keys that name an entry elsewhere in the (unresolved) config, checked before anything resolves
+    them: there a wrong name is an interpolation error that lists no valid value.
+
+    `model.placement` picks an entry of `model.placements` (conf/model/gpt2.yaml, vit_b16.yaml)."""
+    model = cfg.get("model") or {}
+    if "placement" in model and "placements" in model:
+        valid = sorted(str(k) for k in model.placements)
+        if model.placement not in valid:
+            raise ConfigError(
+                f"model.placement={model.placement} is not a placement of model={model.name}; "
+                f"valid: {', '.join(valid)}"
+            )
+
+
+def check_launcher(launcher) -> None:
+    """Launcher settings that would fail inside the launcher with its traceback (hydra.launcher)."""
+    if "joblib" in str(launcher.get("_target_", "")).lower():  # launcher=pack (runners/sweep.py)
+        n = launcher.get("n_jobs")
+        if isinstance(n, bool) or not isinstance(n, int) or not (n >= 1 or n == -1):
+            raise ConfigError(f"hydra.launcher.n_jobs must be >= 1 (or -1 for one per core), got {n!r}")
 
 
 def _unparsable(arg: str) -> bool:
@@ -179,8 +205,6 @@ def _unparsable(arg: str) -> bool:
 
 def _missing_key(message: str) -> str | None:
     """The key of Hydra's "Could not override 'a.b'" error."""
-    import re
-
     m = re.search(r"Could not override '([^']+)'", message)
     return m.group(1) if m else None
 
@@ -211,7 +235,26 @@ def typed(cls, section: DictConfig | dict, what: str, drop: tuple[str, ...] = ()
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"unknown key {what}.{unknown[0]}; valid keys: {', '.join(sorted(fields))}")
+    for field in dataclasses.fields(cls):
+        value = values.get(field.name)
+        # a string where a list belongs would be read letter by letter (eval_splits=validation: the
+        # splits v, a, l, ...). Refused, not wrapped: `x` and `[x]` would hash to two run_ids (run_ids
+        # hashes the config as written) for one training, so one spelling is kept, and the fix named
+        if isinstance(value, str) and _is_list(field):
+            raise ConfigError(
+                f"{what}.{field.name} must be a list, got the string {value!r}; "
+                f"write {what}.{field.name}=[{value}]"
+            )
     return cls(**values)
+
+
+def _is_list(field: dataclasses.Field) -> bool:
+    """Whether a dataclass field holds a list or tuple: by its annotation or its default."""
+    annotation = field.type if isinstance(field.type, str) else repr(field.type)
+    if re.match(r"(<class ')?(list|tuple)\b", annotation):
+        return True
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return isinstance(default, list | tuple)
 
 
 def _digest(obj) -> str:

@@ -16,13 +16,21 @@ processes) need three more things, here:
   last checkpoints stay). The sweep process and the workers it starts ignore SIGINT until a worker
   takes its first job (so a Ctrl-C cannot kill an idle worker, which would make joblib kill them all);
   a Ctrl-C in the few seconds before any job has started is therefore ignored;
-- memory: after each job the worker frees what it cached (the next job in that process starts clean).
+- memory: after each job the worker frees what it cached (the next job in that process starts clean);
+- orphans: a worker whose sweep process died without stopping it (SIGKILL, the OOM killer) would
+  otherwise live on: loky's workers wait on a queue nobody writes to, and between runs they turn
+  SIGTERM / SIGINT into the stop marker above instead of exiting. Each worker therefore starts a
+  watchdog thread as it starts (`watch_parent`, handed to joblib as the workers' initializer): once
+  its parent pid changes (the process was re-parented), a running job is stopped as by SIGTERM
+  (checkpoint, `interrupted` record, at its next step; `ORPHAN_GRACE` seconds at most) and the worker
+  exits; an idle worker exits at once. A polled parent pid, not Linux's PR_SET_PDEATHSIG: that signal
+  fires when the parent *thread* that started the worker ends (loky starts workers from a helper
+  thread), and only on Linux.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import signal
 import sys
@@ -33,7 +41,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from runners.record import write_json
+from runners.record import read_json, write_json
 
 OK = ("success", "skipped")
 STOP = ".stop"  # in the sweep dir: a packed sweep was stopped, jobs not yet started do not start
@@ -57,20 +65,52 @@ def threads_per_job(n_jobs: int, cpus: int | None = None, current: int | None = 
 def start_packed_job(sweep_dir: str | Path, n_jobs: int) -> str | None:
     """In a packed job (a joblib worker process), before its run: sets its torch threads, makes
     SIGINT / SIGTERM between runs stop the sweep instead of killing the worker, and watches the stop
-    marker. Returns the reason not to start, if any."""
+    marker. Returns the reason not to start, if any. Call `end_packed_job` when the job is done."""
     import torch
 
     torch.set_num_threads(threads_per_job(n_jobs, current=torch.get_num_threads()))
     marker = Path(sweep_dir) / STOP
     _watched["marker"] = marker
+    _watched["busy"] = True  # a job runs: an orphaned worker stops it before exiting (_orphaned)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the run's own handler replaces these while it trains
         signal.signal(sig, _stop_between_runs)
-    if "thread" not in _watched:
-        _watched["thread"] = threading.Thread(target=_watch, daemon=True, name="sweep-stop")
-        _watched["thread"].start()
+    _start_watcher()
     if marker.exists():
         return "not started: the sweep was stopped (rerun the sweep to run it)"
     return None
+
+
+def end_packed_job() -> None:
+    """The job's outcome is written: an orphaned worker may exit now."""
+    _watched["busy"] = False
+
+
+def watch_parent() -> None:
+    """joblib's worker initializer (runs in each loky worker as it starts): exit when the sweep
+    process dies (module docstring, "orphans"). Not called in the sweep process itself (n_jobs=1 runs
+    the jobs there), whose parent is the user's shell and may well go away (nohup)."""
+    _watched["parent"] = os.getppid()
+    _start_watcher()
+
+
+def hand_workers_watch_parent() -> None:
+    """In the sweep process: make joblib start every worker with `watch_parent`.
+
+    hydra-joblib-launcher builds `joblib.Parallel(**hydra.launcher)` and has no initializer setting
+    (its config is closed, and a launcher subclass would have to live in the hydra_plugins package),
+    so the `Parallel` it calls is wrapped to pass one (joblib hands it to loky's executor)."""
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    if getattr(_core.Parallel, "watches_parent", False):
+        return
+    parallel = _core.Parallel
+
+    def with_initializer(*args, **kwargs):
+        kwargs.setdefault("initializer", watch_parent)
+        return parallel(*args, **kwargs)
+
+    with_initializer.watches_parent = True
+    _core.Parallel = with_initializer
 
 
 def stop_sweep(sweep_dir: str | Path) -> None:
@@ -80,14 +120,35 @@ def stop_sweep(sweep_dir: str | Path) -> None:
     marker.touch()
 
 
-_watched: dict = {}  # this worker's sweep stop marker and its watcher thread
+_watched: dict = {}  # this worker's sweep stop marker, parent pid, whether a job runs, watcher thread
+ORPHAN_GRACE = 60.0  # seconds an orphaned worker's running job gets to stop (a step + its checkpoint)
+
+
+def _start_watcher() -> None:
+    if "thread" not in _watched:
+        _watched["thread"] = threading.Thread(target=_watch, daemon=True, name="sweep-stop")
+        _watched["thread"].start()
 
 
 def _watch(interval: float = 1.0) -> None:
     while True:
         time.sleep(interval)
-        if _watched["marker"].exists():
+        if _watched.get("parent") is not None and os.getppid() != _watched["parent"]:
+            _orphaned()
+        marker = _watched.get("marker")  # None until this worker's first job
+        if marker is not None and marker.exists():
             os.kill(os.getpid(), signal.SIGTERM)  # the run's handler (runners/train.py _Signals) stops it
+
+
+def _orphaned() -> None:
+    """The sweep process is gone: stop the running job as SIGTERM does, then exit this worker."""
+    print(f"sweep worker {os.getpid()}: the sweep process died; stopping", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + ORPHAN_GRACE
+    while _watched.get("busy") and time.monotonic() < deadline:
+        # again each second: a job between its start and its run's own handler only marks the stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)
+    os._exit(130)  # os._exit: loky's loop would wait on its queue; nobody reads the status anyway
 
 
 def _stop_between_runs(signum, frame) -> None:
@@ -116,8 +177,10 @@ def summarize(sweep_dir: Path) -> tuple[str, bool]:
     """The summary text and whether every job ended well."""
     by_status: dict[str, list[str]] = defaultdict(list)
     for path in sorted(sweep_dir.glob("*/outcome.json"), key=lambda p: p.parent.name):
-        out = json.loads(path.read_text())
-        by_status[out["status"]].append(out.get("run_id") or f"job {path.parent.name}")
+        # issue 26 (#1/#2 helper): a torn outcome.json (a fixed hydra.sweep.dir keeps old ones) is
+        # counted as `unreadable`, not a traceback that hides every other job's outcome
+        out = read_json(path) or {"status": "unreadable", "run_id": f"job {path.parent.name} ({path})"}
+        by_status[str(out.get("status"))].append(out.get("run_id") or f"job {path.parent.name}")
     jobs = sum(len(v) for v in by_status.values())
     lines = [f"sweep: {jobs} jobs: " + ", ".join(f"{len(v)} {k}" for k, v in sorted(by_status.items()))]
     for status, ids in sorted(by_status.items()):
@@ -132,6 +195,7 @@ class _PackedStop:
 
     def __init__(self, sweep_dir: Path):
         self.sweep_dir = sweep_dir
+        hand_workers_watch_parent()  # workers exit if this process dies without stopping them
         (sweep_dir / STOP).unlink(missing_ok=True)  # a fixed hydra.sweep.dir may hold an old one
         self.old = {
             signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),

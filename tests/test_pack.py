@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import joblib
@@ -22,7 +24,7 @@ from safetensors.torch import load_file
 
 from adapters.base import ConfigError
 from runners import train
-from runners.config import ROOT, precheck
+from runners.config import ROOT, check_launcher, precheck
 from runners.sweep import packed, threads_per_job
 
 TINY = (
@@ -135,6 +137,25 @@ def test_slurm_shared_asks_for_a_gpu_shard_not_a_whole_gpu(tmp_path, monkeypatch
     assert "--gpus-per-node" not in sbatch and "--gres=gpu" not in sbatch
 
 
+JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2, "four", 2.5, True])
+def test_a_packed_sweep_with_no_worker_fails_in_one_line(n_jobs):
+    """joblib's own error for n_jobs=0 was a traceback from inside the launcher (issue 26 #8)."""
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.n_jobs must be >= 1 \(or -1 for one per core\)"):
+        check_launcher({**JOBLIB, "n_jobs": n_jobs})
+
+
+def test_n_jobs_is_checked_before_hydra_starts(tmp_path):
+    for good in (1, 8, -1):
+        check_launcher({**JOBLIB, "n_jobs": good})
+    check_launcher({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})  # no n_jobs
+    with pytest.raises(ConfigError, match="n_jobs must be >= 1"):  # run.py's check of the command line
+        precheck(["launcher=pack", "hydra.launcher.n_jobs=0", "seed=1,2", f"paths.results_dir={tmp_path}"])
+    precheck(["launcher=pack", "hydra.launcher.n_jobs=-1", "seed=1,2", f"paths.results_dir={tmp_path}"])
+
+
 # --- real packed sweeps ----------------------------------------------------------------------------
 
 
@@ -219,3 +240,78 @@ def test_bench_sweep_compares_records_by_run_id():
         "max_final_metric_diff": 0.125,
     }
     assert not bench.compare({"a": rec(0.5)}, {"b": rec(0.5)})["same_run_ids"]
+
+
+def _drain(stream, into: list) -> threading.Thread:
+    """Reads `stream` to its end in a thread: the end comes when every process writing it is gone
+    (and a full pipe would block the writers, which outlive the process the test started)."""
+    thread = threading.Thread(target=lambda: into.extend(stream), daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_sweep_stop_their_runs_and_exit(tmp_path):
+    """Issue 26 #3: SIGKILL the sweep process (the OOM killer, a lost session): its joblib workers and
+    loky's trackers used to live on for good, finished jobs and all, ignoring SIGTERM. Each worker now
+    stops its run as SIGTERM does (checkpoint, `interrupted` record) and exits; an idle worker exits."""
+    import psutil
+
+    results = tmp_path / "r"
+    # 2 long runs on 3 workers: two train, one stays idle (loky starts n_jobs workers)
+    args = ["task.n_train=2048", "task.n_test=64", "train.epochs=400", "train.batch_size=16", "method=lora"]
+    cmd = [sys.executable, "run.py", "-m", *args, "seed=1,2", "launcher=pack", "hydra.launcher.n_jobs=3"]
+    proc = subprocess.Popen(
+        [*cmd, f"paths.results_dir={results}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group: the cleanup below reaches every process
+    )
+    seen, children = [], []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if sum("epoch 1/400" in s for s in seen) == 2:  # both runs train, with a checkpoint each
+                break
+        children = psutil.Process(proc.pid).children(recursive=True)
+        workers = [c for c in children if "loky.backend.popen_loky_posix" in " ".join(c.cmdline())]
+        assert len(workers) == 3, [c.cmdline() for c in children]
+        proc.kill()  # SIGKILL: no handler, no cleanup in the sweep process
+        proc.wait()
+        reader = _drain(proc.stdout, seen)
+        alive = _alive_after(children, timeout=15)  # a step, a checkpoint, a record: seconds
+        reader.join(timeout=5)
+        assert not alive, f"still running after the sweep process died: {alive}"
+    finally:
+        for child in _alive_after(children, timeout=0):  # a failed test leaves no process behind
+            child.kill()
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(seen)
+    assert "the sweep process died" in out, out
+    recs = _records(results)
+    assert len(recs) == 2 and {r["status"] for r in recs.values()} == {"interrupted"}, out
+    for rec in recs.values():  # stopped at a step, resumable: nothing trained so far is lost
+        assert "stopped by SIGTERM" in rec["error"] and (Path(rec["artifacts"]) / "checkpoint.pt").is_file()
+
+
+def _alive_after(procs: list, timeout: float) -> list:
+    """Which of `procs` still run after up to `timeout` seconds (zombies count as gone: whether a
+    re-parented process is reaped depends on the machine's init)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.2)

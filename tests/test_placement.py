@@ -266,3 +266,21 @@ def test_uneven_split_unmatched_pattern_and_whole_only_methods_raise():
         apply(tiny_gpt2(), "lora", [*QV, r".*\.attn\.c_attn"])
     with pytest.raises(ConfigError, match="model.placement=attn"):  # methods that adapt whole modules only
         match_modules(tiny_gpt2(), QV)
+
+
+@pytest.mark.parametrize(
+    ("model", "valid"),
+    [("tiny_gpt2", "all, attn, qv"), ("gpt2_medium", "all, attn, qv"), ("tiny_vit", "attention, classifier")],
+)
+def test_an_unknown_placement_lists_the_valid_ones(model, valid, tmp_path):
+    """Issue 26 #8: `model.placement=foo` was an interpolation error (`model.placements.foo` not found)
+    that named no valid placement; it is refused before Hydra starts and in each sweep job."""
+    from runners.config import check_choices, precheck
+
+    message = f"^model.placement=foo is not a placement of model={model}; valid: {valid}$"
+    with pytest.raises(ConfigError, match=message):
+        check_choices(make_cfg(f"model={model}", "model.placement=foo"))  # run.py: every run and sweep job
+    with pytest.raises(ConfigError, match=message):
+        precheck([f"model={model}", "model.placement=foo", f"paths.results_dir={tmp_path}"])
+    check_choices(make_cfg(f"model={model}"))  # the default placement
+    check_choices(make_cfg("model=tiny_deberta"))  # no placements at all

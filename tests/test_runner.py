@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -345,3 +346,96 @@ def test_resumed_partial_epoch_state_moves_to_the_run_device():
     tensors = [moved["loss"], moved["reg"], *moved["preds"], *moved["labels"]]
     assert all(t.device.type == "meta" for t in tensors)
     assert moved["n"] == 3 and state["preds"][0].device.type == "cpu"  # the loaded state is not changed
+
+
+# --- issue 26 #8: one-line errors before any model is built; a single run's Ctrl-C exits 130 --------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("model=tiny_vit", "task=glue/rte"),
+            "model=tiny_vit is an image model; task glue/rte needs a text model, e.g. model=tiny_deberta",
+        ),
+        (
+            ("model=tiny_deberta", "task=cifar100"),
+            "model=tiny_deberta is a text model; task cifar100 needs an image model, e.g. model=tiny_vit",
+        ),
+        (
+            ("model=tiny_vit", "task=squad"),
+            "model=tiny_vit is an image model; task squad needs a text model, e.g. model=tiny_deberta",
+        ),
+        (
+            ("model=tiny_deberta", "task=e2e"),
+            "model=tiny_deberta has no causal_lm head (it has question_answering, sequence_classification); "
+            "task e2e needs a generative text model, e.g. model=tiny_gpt2",
+        ),
+    ],
+)
+def test_a_model_that_cannot_do_the_task_fails_before_it_is_built(
+    overrides, message, cfg_factory, monkeypatch
+):
+    from models import hf
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(hf, "build_model", built)  # transformers' own error came from here, a traceback
+    with pytest.raises(ConfigError) as e:
+        run(cfg_factory(*overrides, "task.data_dir=/nonexistent"))
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (("model=tiny_deberta", "task=glue/rte", "task.eval_splits=validation"), "task.eval_splits"),
+        (("model=tiny_gpt2", "task=e2e", "task.stop=END"), "task.stop"),
+        (("model=tiny_gpt2", "task=e2e", "method=loda", "method.f2=act"), "method.f2"),
+    ],
+)
+def test_a_string_where_a_list_belongs_is_refused_not_read_letter_by_letter(overrides, key, cfg_factory):
+    """`task.eval_splits=validation` was read as the splits v, a, l, ... Refused in one line (not taken
+    as [validation]: two spellings of one config would be two run_ids)."""
+    with pytest.raises(ConfigError) as e:
+        run(cfg_factory(*overrides, "task.data_dir=/nonexistent"))
+    value = overrides[-1].split("=")[1]
+    assert str(e.value) == f"{key} must be a list, got the string {value!r}; write {key}=[{value}]"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_single_run_with_exit_130_and_an_interrupted_record(tmp_path):
+    """As sweeps do: 130 (a shell's code for Ctrl-C), a checkpoint and an `interrupted` record; it was 1."""
+    import os
+    import signal
+
+    results = tmp_path / "r"
+    args = ["task.n_train=2048", "task.n_test=64", "train.epochs=400", "train.batch_size=16", "method=lora"]
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *args, f"paths.results_dir={results}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "epoch 1/400" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        seen.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = "".join(seen)
+    assert proc.returncode == 130, out
+    assert "error: interrupted: stopped by SIGINT" in out, out
+    (path,) = (results / "runs").glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "interrupted"
+    assert (Path(rec["artifacts"]) / "checkpoint.pt").is_file()
