@@ -7,6 +7,11 @@ the paper's value, and Δ = ours − paper. Per column the best of our means is 
 
 * Only records with `status == "success"` are used; every other record that would fill a cell is
   counted and listed as excluded (in the table's footer and in `SUMMARY.md`).
+* No record is dropped silently: every record read and not used is printed with its reason (and listed
+  in `SUMMARY.md` and in the footer of the table it would have filled): an unreadable (truncated) file
+  (its table cannot be told: every table's footer names it), a non-success status, a non-finite or
+  missing metric (the cell shows it: "n=2 of 3, 1 NaN"; its mean is over the finite seeds), a config
+  group with fewer seeds, and a model / task / method that no table row selects.
 * A cell = the records matching the row's config selection, the column's task and the variant's model.
   Records of one cell must share a `group_id` (same config but the seed); if several groups match
   (e.g. smoke runs with different sample caps), the one with the most seeds is used and the others are
@@ -61,9 +66,14 @@ def load_records(runs_dir: Path) -> tuple[list[dict], list[dict]]:
     ok, excluded = [], []
     for path in sorted(Path(runs_dir).glob("*.json")):
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            excluded.append({"run_id": path.stem, "status": "unreadable", "reason": str(e), "record": None})
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:  # a run killed while writing, a full disk, a bad copy
+            reason = f"{path.name}: truncated or invalid JSON ({e.msg}; line {e.lineno}, column {e.colno})"
+            excluded.append({"run_id": path.stem, "status": "unreadable", "reason": reason, "record": None})
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            reason = f"{path.name}: cannot read ({e})"
+            excluded.append({"run_id": path.stem, "status": "unreadable", "reason": reason, "record": None})
             continue
         if not isinstance(rec, dict):
             excluded.append(
@@ -93,25 +103,32 @@ def matches(rec: dict, model: str, col: Column, row: Row) -> bool:
     return all(get(config, k) == v for k, v in row.match.items())
 
 
-def value(rec: dict, col: Column, select: str) -> float | None:
-    """The record's number for this column in the paper's units (None: the record lacks it)."""
+def value(rec: dict, col: Column, select: str) -> tuple[float | None, str]:
+    """(the record's number for this column in the paper's units, "") or (None, why it has none)."""
     if col.source == "diagnostics":
-        source = rec.get("diagnostics") or {}
+        source, where = rec.get("diagnostics") or {}, "diagnostics"
     else:
         metrics = rec.get("metrics") or {}
         evals = (metrics.get("best") or {}).get("eval") if select == "best" else metrics.get("final")
         split = col.split or metrics.get("selection_split")
         if not isinstance(evals, dict):
-            return None
+            return None, f"no {select} eval metrics"
         source = (
             evals.get(split) if split in evals else (next(iter(evals.values())) if len(evals) == 1 else None)
         )
-        source = source or {}
+        source, where = source or {}, f"{select} eval {split}"
     for name in col.metric:
-        v = source.get(name)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            return float(v) * col.scale
-    return None
+        v = source.get(name) if isinstance(source, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if math.isfinite(v):
+                return float(v) * col.scale, ""
+            return None, f"{name} = {v!r} ({where})"  # a diverged seed: shown, never averaged or hidden
+    return None, f"no {'/'.join(col.metric)} in its {where}"
+
+
+def dropped_kind(reason: str) -> str:
+    """How a cell counts a record without a value: NaN, inf or no value."""
+    return "NaN" if "= nan" in reason else "inf" if "= inf" in reason or "= -inf" in reason else "no value"
 
 
 # ---------------------------------------------------------------------------------------------- cells
@@ -121,7 +138,9 @@ class Cell:
     run_ids: list[str] = field(default_factory=list)
     group_id: str | None = None
     other_groups: list[str] = field(default_factory=list)
+    other_runs: list[str] = field(default_factory=list)  # run ids of the other groups
     excluded: list[dict] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (run id, why): successful, no value
     paper: float | None = None
     paper_std: float | None = None
     p_value: float | None = None
@@ -176,17 +195,27 @@ def build(table: Table, model: str, records: list[dict], excluded: list[dict], s
         for col in table.columns:
             hits = [r for r in records if matches(r, model, col, row)]
             group, used, others = pick_group(hits)
-            cell = Cell(group_id=group, other_groups=others)
+            other_runs = sorted(r.get("run_id", "?") for r in hits if r not in used)
+            cell = Cell(group_id=group, other_groups=others, other_runs=other_runs)
             for r in used:
-                v = value(r, col, select)
+                v, why = value(r, col, select)
                 if v is not None:
                     cell.values.append(v)
                     cell.run_ids.append(r.get("run_id", "?"))
+                else:
+                    cell.dropped.append((r.get("run_id", "?"), why))
             row_recs += used
             cell.excluded = [e for e in excluded if e["record"] and matches(e["record"], model, col, row)]
             if col.key in row.paper:
                 cell.paper, cell.paper_std = row.paper[col.key]
             cells[row.label][col.key] = cell
+        # a metric a record lacks in one column while it fills another of the row is no fault (Full FT
+        # has no rank(ΔW)); a non-finite value always is, and so is a record that fills nothing
+        filled = {run for c in cells[row.label].values() for run in c.run_ids}
+        for c in cells[row.label].values():
+            c.dropped = [
+                (run, why) for run, why in c.dropped if run not in filled or dropped_kind(why) != "no value"
+            ]
         params[row.label] = _params(row_recs, table)
     for row in table.rows:
         if row.vs and row.vs in cells:
@@ -335,11 +364,17 @@ def within(cell: Cell, col: Column, table: Table) -> bool | None:
 
 
 def ours_text(cell: Cell, col: Column) -> str:
+    n = f"n={cell.n}"
+    if cell.dropped:  # seeds without a value are counted in the cell, not left out of it
+        kinds = Counter(dropped_kind(why) for _, why in cell.dropped)
+        n += f" of {cell.n + len(cell.dropped)}, " + ", ".join(
+            f"{k} {kind}" for kind, k in sorted(kinds.items())
+        )
     if cell.mean is None:
-        return "—"
+        return f"— ({n})" if cell.dropped else "—"
     s = fnum(cell.mean, col.digits)
     s += f" ± {fnum(cell.std, col.digits)}" if cell.std is not None else ""
-    return f"{s} (n={cell.n}){mark(cell.p_value)}"
+    return f"{s} ({n}){mark(cell.p_value)}"
 
 
 def paper_text(cell: Cell, col: Column) -> str:
@@ -390,6 +425,18 @@ def footer(table: Table, built: dict, model: str, select: str) -> list[str]:
     amb = sorted({g for c in cells for g in c.other_groups})
     if amb:
         lines.append(f"Other config groups matching a cell, not used (fewer seeds): {', '.join(amb)}")
+    dropped = sorted({(run, why) for c in cells for run, why in c.dropped})
+    if dropped:
+        lines.append(f"Successful records without a value for their cell (counted in its n, not averaged): "
+                     f"{len(dropped)}: " + ", ".join(f"{run} ({why})" for run, why in dropped))  # fmt: skip
+    for title, entries in (
+        ("Records of this table's model and tasks that match no row", built.get("unmatched", [])),
+        ("Unreadable record files (which table they belong to cannot be told)", built.get("unreadable", [])),
+    ):
+        if entries:
+            lines.append(
+                f"{title}: {len(entries)}: " + ", ".join(f"{e['run_id']} ({e['reason']})" for e in entries)
+            )
     return lines
 
 
@@ -456,6 +503,7 @@ CSV_STATS = (
     "p_vs_lora",
     "best",
     "run_ids",
+    "not_used",
 )
 
 
@@ -473,6 +521,7 @@ def to_csv(table: Table, built: dict) -> str:
                     "mean": cell.mean, "std": cell.std, "n": cell.n, "paper": cell.paper,
                     "paper_std": cell.paper_std, "diff": cell.diff, "within_paper_std": within(cell, col, table),
                     "p_vs_lora": cell.p_value, "best": cell.best, "run_ids": ";".join(cell.run_ids),
+                    "not_used": ";".join(f"{run}: {why}" for run, why in cell.dropped),
                 }[stat]  # fmt: skip
                 vals.append("" if v is None else repr(v) if isinstance(v, float) else v)
             params = (
@@ -483,8 +532,12 @@ def to_csv(table: Table, built: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
-def summarize(results: list[tuple[Table, str, dict]], excluded: list[dict], n_ok: int) -> str:
+def summarize(
+    results: list[tuple[Table, str, dict]], excluded: list[dict], n_ok: int, unused: list[str] = ()
+) -> str:
     lines = ["# Summary: our cells vs the paper's ±std", ""]
+    if unused:
+        lines += [f"Records read but not used: {len(unused)}", *(f"- {line}" for line in unused), ""]
     lines.append(f"Records: {n_ok} successful used as input, {len(excluded)} excluded (status != success):")
     for status, k in sorted(Counter(str(e["status"]) for e in excluded).items()):
         lines.append(f"- {status}: {k}")
@@ -518,10 +571,15 @@ def summarize(results: list[tuple[Table, str, dict]], excluded: list[dict], n_ok
     return "\n".join(lines) + "\n"
 
 
-def make_tables(runs_dir: Path, out_dir: Path, names=None, select: str | None = None) -> list[Path]:
+def make_tables(
+    runs_dir: Path, out_dir: Path, names=None, select: str | None = None, report=print
+) -> list[Path]:
     from runners.record import atomic_write
 
     records, excluded = load_records(runs_dir)
+    unmatched = [{"run_id": r.get("run_id", "?"), "reason": why, "record": r}
+                 for r in records if (why := no_cell_reason(r)) is not None]  # fmt: skip
+    unreadable = [e for e in excluded if e["status"] == "unreadable"]
     written, results = [], []
     for name, table in TABLES.items():
         if names and name not in names:
@@ -532,6 +590,11 @@ def make_tables(runs_dir: Path, out_dir: Path, names=None, select: str | None = 
                 continue
             sel = select or table.select
             built = build(table, model, records, excluded, sel)
+            built["unmatched"] = [
+                e for e in unmatched
+                if e["record"].get("model") == model and e["record"].get("task") in {c.task for c in table.columns}
+            ]  # fmt: skip
+            built["unreadable"] = unreadable
             results.append((table, variant, built))
             stem = table.name if variant == "full" else f"{table.name}_{variant}"
             for ext, text in (
@@ -542,10 +605,60 @@ def make_tables(runs_dir: Path, out_dir: Path, names=None, select: str | None = 
                 path = out_dir / f"{stem}.{ext}"
                 atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
                 written.append(path)
+    unused = unused_lines(results, excluded, unmatched)
+    if unused:  # on stdout too: a record that fills nothing must not pass unnoticed
+        report(f"Records read but not used: {len(unused)}")
+        for line in unused:
+            report(f"  {line}")
     path = out_dir / "SUMMARY.md"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(summarize(results, excluded, len(records))))
+    text = summarize(results, excluded, len(records), unused)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     written.append(path)
     return written
+
+
+def no_cell_reason(rec: dict) -> str | None:
+    """Why a successful record fills no cell of any table (every table, every variant); None if it does."""
+    model, task = rec.get("model"), rec.get("task")
+    tables = [t for t in TABLES.values() if model in t.models.values()]
+    if not tables:
+        return f"model {model!r} is in no table"
+    cols = [(t, c) for t in tables for c in t.columns if c.task == task]
+    if not cols:
+        return f"task {task!r} is no column of a table for model {model!r}"
+    if any(matches(rec, model, c, row) for t, c in cols for row in t.rows):
+        return None
+    method = get(rec.get("config") or {}, "method")
+    shown = ", ".join(f"method.{k}={v}" for k, v in sorted(method.items()) if not isinstance(v, (dict, list))) \
+        if isinstance(method, dict) else "no method config"  # fmt: skip
+    names = ", ".join(sorted({t.name for t, _ in cols}))
+    return f"its config matches no row of {names} ({shown})"
+
+
+def unused_lines(results, excluded: list[dict], unmatched: list[dict]) -> list[str]:
+    """One line per record read and not used, with its reason and the table(s) it would have filled."""
+    lines = {}
+    for e in excluded:
+        where = sorted({f"{t.name}{'' if v == 'full' else '_' + v}" for t, v, b in results
+                        for c in (x for row in b["cells"].values() for x in row.values())
+                        if any(x["run_id"] == e["run_id"] for x in c.excluded)})  # fmt: skip
+        lines[e["run_id"]] = (
+            f"{e['run_id']}: {e['status']}"
+            + (f": {e['reason']}" if e["reason"] else "")
+            + (f" (would fill {', '.join(where)})" if where else "")
+        )
+    for table, variant, built in results:
+        stem = table.name if variant == "full" else f"{table.name}_{variant}"
+        for row, cells in built["cells"].items():
+            for key, cell in cells.items():
+                for run, why in cell.dropped:
+                    lines.setdefault(run, f"{run}: no value for {stem} {row} / {key}: {why}")
+                for run in cell.other_runs:
+                    lines.setdefault(run, f"{run}: {stem} {row} / {key} uses config group {cell.group_id} "
+                                          f"(more seeds); this record's group is not shown")  # fmt: skip
+    for e in unmatched:
+        lines.setdefault(e["run_id"], f"{e['run_id']}: fills no table: {e['reason']}")
+    return [lines[k] for k in sorted(lines)]
 
 
 def main(argv=None) -> None:

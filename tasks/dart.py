@@ -25,6 +25,7 @@ from tasks.base import DataError
 from tasks.metrics.dart import NUM_REFS, dart_scores, lora_tokenize, prepare
 from tasks.nlg import Config as NLGConfig
 from tasks.nlg import NLGTask, write_text
+from tasks.squad import read_text
 
 FILES = {
     "train": "dart-v1.1.1-full-train.json",
@@ -73,7 +74,7 @@ class Dart(NLGTask):
 
     def read_file(self, path: Path) -> list[tuple[str, str]]:
         try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
+            entries = json.loads(read_text(path))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
         return pairs_of(entries, str(path))

@@ -20,6 +20,7 @@ reads: `python -m tasks.metrics e2e hypotheses.txt references.txt`.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tasks.base import DataError
 from tasks.metrics.e2e import e2e_scores
 from tasks.nlg import Config as NLGConfig
 from tasks.nlg import NLGTask, write_text
+from tasks.squad import read_text
 
 FILES = {
     "lora": {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
@@ -58,7 +60,7 @@ class Config(NLGConfig):
 def read_lora_file(path: Path) -> list[tuple[str, str]]:
     """`MR||reference` lines, split as LoRA's format_converting_e2e.py does."""
     pairs = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(read_text(path).splitlines(), start=1):
         items = line.strip().split("||")
         if not line.strip():
             continue
@@ -69,13 +71,19 @@ def read_lora_file(path: Path) -> list[tuple[str, str]]:
 
 
 def read_csv_file(path: Path) -> list[tuple[str, str]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"mr", "ref"} <= set(rows[0]):
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    if not {"mr", "ref"} <= set(reader.fieldnames or ()):
         raise DataError(
             f"{path}: needs columns mr, ref (testset.csv has no references: use testset_w_refs.csv)"
         )
-    return [(r["mr"], r["ref"]) for r in rows]
+    pairs = []
+    for row in reader:
+        if not row["mr"] or not row["ref"]:  # a short row reads None; an empty field ""
+            raise DataError(
+                f"{path}:{reader.line_num}: empty or missing mr / ref field; fix or remove the row"
+            )
+        pairs.append((row["mr"], row["ref"]))
+    return pairs
 
 
 class E2E(NLGTask):

@@ -204,6 +204,37 @@ class Glue(Task):
         self.raw = {"train": self._take(cfg.train_split, cfg.max_train_samples)}
         for split in cfg.eval_splits:
             self.raw[split] = self._take(split, cfg.max_eval_samples)
+        self._check_metric_inputs()  # issue 26 #5: the metric must be defined before training starts
+
+    def _check_metric_inputs(self) -> None:
+        """STS-B's Pearson / Spearman need >= 2 examples with >= 2 distinct scores (scipy raises on one
+        example and returns NaN on constant scores): refused here, before training. CoLA's MCC with one
+        class is defined by sklearn as 0 whatever the predictions: not refused (tiny smoke slices hold
+        one class), but said in the record's task_notes (`notes`)."""
+        self.metric_notes = {}
+        for split, rows in self.raw.items():
+            labels = {r["label"] for r in rows}
+            if split == "train" or len(labels) >= 2:
+                continue
+            if self.cfg.subset == "cola":
+                self.metric_notes[f"mcc {split}"] = (
+                    "one class in the labels: MCC undefined, sklearn reports 0"
+                )
+            if self.cfg.subset != "stsb":
+                continue
+            where = (
+                tsv_path(self.cfg.data_dir, self.cfg.subset, parse_split(split)[0])
+                if self.cfg.data_dir
+                else f"glue/stsb {split}"
+            )
+            raise DataError(
+                f"{where}: eval split {split!r} holds {len(rows)} example(s) with {len(labels)} distinct "
+                f"score(s); Pearson / Spearman need >= 2 different scores: widen the slice or raise "
+                f"task.max_eval_samples"
+            )
+
+    def notes(self) -> dict:
+        return dict(self.metric_notes)
 
     @classmethod
     def label(cls, cfg) -> str:

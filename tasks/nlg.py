@@ -35,7 +35,7 @@ from runners.record import atomic_write
 from tasks.base import DataError, EvalContext, Task, TaskData
 from tasks.batching import pad_collate
 from tasks.decoding import BeamConfig, beam_search_batch
-from tasks.squad import check_common
+from tasks.squad import check_common, not_empty
 
 SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
 DECODE_PRECISIONS = ("fp32", "bf16")
@@ -123,9 +123,6 @@ class NLGTask(Task):
         self.sources = {}
         for split in cfg.eval_splits:
             self.sources[split] = self._take(group_by_source(self.load(split)), cfg.max_eval_samples)
-        for split, rows in {**self.raw, **self.sources}.items():
-            if not rows:
-                raise DataError(f"{self.name} split {split!r} is empty; check its slice")
 
     @staticmethod
     def _take(rows, n):
@@ -167,7 +164,7 @@ class NLGTask(Task):
             path = Path(self.cfg.data_dir) / self.files[name]
             if not path.is_file():
                 raise DataError(f"missing {self.name} file {path}; {self.missing_hint(name)}")
-            return self.read_file(path)[part]
+            return not_empty(self.read_file(path), part, str(path), split, f"{self.name} pairs")
         import datasets
 
         try:
@@ -177,7 +174,7 @@ class NLGTask(Task):
                 f"could not load {self.cfg.hub_id} {split} from the Hub ({type(e).__name__}); "
                 f"set task.data_dir to a folder of the original {self.name} files"
             ) from e
-        return self.read_hub(ds)
+        return not_empty(self.read_hub(ds), slice(None), self.cfg.hub_id, split, f"{self.name} pairs")
 
     def read_file(self, path: Path) -> list[tuple[str, str]]:
         raise NotImplementedError

@@ -77,11 +77,51 @@ def check_common(cfg) -> None:
         raise ConfigError(f"task.max_length must be >= 16 tokens, got {cfg.max_length}")
 
 
+def read_text(path: Path) -> str:
+    """A data file's text: strict UTF-8 (a leading BOM dropped). A byte that is not UTF-8 names the
+    file, its line and byte offset and the fix (shared by the SQuAD, E2E and DART readers)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: byte 0x{raw[e.start]:02x} at offset {e.start} is not UTF-8 ({e.reason}); "
+            f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def check_questions(rows: list[dict], where: str) -> list[dict]:
+    """Every question has an id of its own and >= 1 answer (text, int start): what training labels
+    and the v1.1 metric need (evaluate-v1.1.py takes max() over the answers: none crashes it)."""
+    seen = set()
+    for r in rows:
+        qid, answers = r["id"], r["answers"]
+        if qid in seen:
+            raise DataError(
+                f"{where}: question id {qid!r} occurs twice (predictions are keyed by id); make ids unique"
+            )
+        seen.add(qid)
+        if not answers["text"]:
+            raise DataError(
+                f"{where}: question {qid!r} has no answers; SQuAD v1.1 scores every question against its "
+                f"answers (v2.0 unanswerable questions are not supported): remove it or add its answers"
+            )
+        bad = [t for t in answers["text"] if not isinstance(t, str)]
+        bad += [s for s in answers["answer_start"] if isinstance(s, bool) or not isinstance(s, int)]
+        if bad:
+            raise DataError(
+                f"{where}: question {qid!r}: answer field {bad[0]!r} is not a text / integer start"
+            )
+    return rows
+
+
 def read_squad_json(path: Path) -> list[dict]:
     """Questions of a SQuAD v1.1 JSON file in file order: {id, title, context, question, answers}."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
-        return [
+        data = json.loads(read_text(path))["data"]
+        rows = [
             {
                 "id": qa["id"],
                 "title": article.get("title", ""),
@@ -96,8 +136,11 @@ def read_squad_json(path: Path) -> list[dict]:
             for paragraph in article["paragraphs"]
             for qa in paragraph["qas"]
         ]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}); is the file complete?") from None
+    except (KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{path}: not a SQuAD v1.1 JSON file ({type(e).__name__}: {e})") from None
+    return check_questions(rows, str(path))
 
 
 def load_split(cfg: Config, split: str) -> list[dict]:
@@ -111,7 +154,7 @@ def load_split(cfg: Config, split: str) -> list[dict]:
                 f"missing SQuAD file {path}; set task.data_dir / task.files.{name} "
                 f"(offline: task.files.{name}=dev-v1.1.reconstructed.json) or task.data_dir=null for the Hub"
             )
-        return read_squad_json(path)[part]
+        return not_empty(read_squad_json(path), part, str(path), split, "questions")
     import datasets
 
     try:
@@ -121,7 +164,7 @@ def load_split(cfg: Config, split: str) -> list[dict]:
             f"could not load {cfg.hub_id} {split} from the Hub ({type(e).__name__}); "
             f"set task.data_dir to a folder of SQuAD JSON files"
         ) from e
-    return [
+    rows = [
         {k: r[k] for k in ("id", "title", "context", "question")}
         | {
             "answers": {
@@ -131,6 +174,20 @@ def load_split(cfg: Config, split: str) -> list[dict]:
         }
         for r in ds
     ]
+    return not_empty(
+        check_questions(rows, f"{cfg.hub_id} {split}"), slice(None), cfg.hub_id, split, "questions"
+    )
+
+
+def not_empty(rows: list, part: slice, where: str, split: str, what: str) -> list:
+    """`rows[part]`, refused when empty: the message names the file and whether it or the slice is."""
+    if not rows:
+        raise DataError(
+            f"{where} holds no {what}; is the file complete? (restore it or point task.files at another)"
+        )
+    if not rows[part]:
+        raise DataError(f"{where}: split {split!r} selects none of its {len(rows)} {what}; widen the slice")
+    return rows[part]
 
 
 def as_squad_dataset(examples: list[dict]) -> list[dict]:
@@ -242,9 +299,6 @@ class Squad(Task):
         self.raw = {"train": self._take(load_split(cfg, cfg.train_split), cfg.max_train_samples)}
         for split in cfg.eval_splits:
             self.raw[split] = self._take(load_split(cfg, split), cfg.max_eval_samples)
-        for split, rows in self.raw.items():
-            if not rows:
-                raise DataError(f"SQuAD split {split!r} holds no questions; check its slice")
 
     @staticmethod
     def _take(rows, n):

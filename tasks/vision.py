@@ -187,11 +187,13 @@ def data_policy(cfg: Config) -> dict:
 
 @dataclass
 class Split:
-    """One split of images: `load(i)` gives an (H, W, 3) uint8 array; `fingerprint` names the content."""
+    """One split of images: `load(i)` gives an (H, W, 3) uint8 array; `fingerprint` names the content;
+    `files`: the image file of each example (image-file layouts), checked before training."""
 
     labels: list[int]
     load: Callable[[int], np.ndarray]
     fingerprint: str
+    files: list[Path] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -199,7 +201,8 @@ class Split:
     def select(self, index: list[int]) -> Split:
         parent = self.load
         digest = _digest([self.fingerprint, index])
-        return Split([self.labels[i] for i in index], lambda i: parent(index[i]), digest)
+        files = [self.files[i] for i in index] if self.files is not None else None
+        return Split([self.labels[i] for i in index], lambda i: parent(index[i]), digest, files)
 
 
 def _digest(obj) -> str:
@@ -279,13 +282,65 @@ def read_cifar(data_dir: Path, split: str, label_column: str) -> tuple[Split, li
 def _load_file(path: Path) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        return to_rgb_array(im)
+    try:
+        with Image.open(path) as im:
+            return to_rgb_array(im)
+    except (OSError, SyntaxError, ValueError) as e:  # a fault `check_images` could not see cheaply
+        raise DataError(f"{path}: cannot decode image ({e}); replace or remove the file") from None
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
+
+
+def image_fault(path: Path) -> str | None:
+    """Why `path` cannot be decoded, or None. PNG and JPEG files whose first and last bytes are those
+    of a complete file (signature + IEND chunk; SOI + EOI marker) pass without decoding (a truncated
+    file lacks the end); any other file is decoded in full. Corruption inside an intact-looking file
+    is caught when it is read (`_load_file` names it)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 16))
+            tail = f.read()
+    except OSError as e:
+        return e.strerror or str(e)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and tail.endswith(PNG_END):
+        return None
+    if head.startswith(b"\xff\xd8") and tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return None
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        return str(e) or type(e).__name__
+    return None
+
+
+def check_images(files: list[Path], where: str) -> None:
+    """Refuses a split with any image that cannot be decoded, naming the first few (before training:
+    otherwise the first bad file stops the run mid-epoch)."""
+    bad = [(p, why) for p in files if (why := image_fault(p)) is not None]
+    if bad:
+        named = "; ".join(f"{p} ({why})" for p, why in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        raise DataError(
+            f"{len(bad)} of {len(files)} images of {where} cannot be decoded: {named}; replace or remove them"
+        )
 
 
 def _files_split(files: list[Path], labels: list[int], tag: str) -> Split:
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return Split(labels, lambda i: _load_file(files[i]), _digest([tag, stats, labels]))
+    stats = []
+    for p in files:
+        try:
+            st = p.stat()
+        except OSError as e:
+            raise DataError(
+                f"{p}: {e.strerror or e}; the split lists it: restore it or remove its entry"
+            ) from None
+        stats.append((str(p), st.st_size, st.st_mtime_ns))
+    return Split(labels, lambda i: _load_file(files[i]), _digest([tag, stats, labels]), files)
 
 
 def read_folder(data_dir: Path, split: str, classes: list[str] | None) -> tuple[Split, list[str]]:
@@ -295,6 +350,11 @@ def read_folder(data_dir: Path, split: str, classes: list[str] | None) -> tuple[
         names = (data_dir / "meta" / "classes.txt").read_text().split()
         rows = meta.read_text().split()
         by_name = {n: i for i, n in enumerate(names)}
+        unknown = next((i for i, r in enumerate(rows) if r.split("/")[0] not in by_name), None)
+        if unknown is not None:
+            raise DataError(
+                f"{meta}: entry {unknown + 1} ({rows[unknown]!r}) names a class not in meta/classes.txt"
+            )
         files = [data_dir / "images" / f"{r}.jpg" for r in rows]
         return _files_split(files, [by_name[r.split("/")[0]] for r in rows], "food101"), names
     folder = data_dir / split
@@ -305,6 +365,16 @@ def read_folder(data_dir: Path, split: str, classes: list[str] | None) -> tuple[
             f"(folders here: {', '.join(found) or 'none'})"
         )
     here = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if classes is None:  # the train split defines the classes: an empty folder would be one no image trains
+        empty = [
+            n for n in here if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (folder / n).iterdir())
+        ]
+        if empty:
+            raise DataError(
+                f"{folder / empty[0]}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}), "
+                f"so it would add a class that nothing trains; add its images or remove the folder"
+                + (f" ({len(empty)} such folders)" if len(empty) > 1 else "")
+            )
     classes = classes or here
     unknown = sorted(set(here) - set(classes))
     if unknown:
@@ -368,6 +438,8 @@ def load_splits(cfg: Config) -> tuple[dict[str, Split], list[str]]:
             split = split.select(sorted(torch.randperm(len(split), generator=g)[:limit].tolist()))
         if len(split) == 0:
             raise DataError(f"split {spec!r} of {cfg.data_dir or cfg.hub_id} is empty")
+        if split.files is not None:  # only the images this run reads (a slice checks its slice)
+            check_images(split.files, f"split {spec!r} of {cfg.data_dir}")
         classes = classes or names
         out[key] = split
     return out, classes

@@ -160,3 +160,26 @@ def test_glue_collate_is_transformers_datacollatorwithpadding(subset, side, glue
                 assert got[key].dtype == want[key].dtype, key
                 assert torch.equal(got[key], want[key]), key
         assert data.collate(items)["labels"].dtype == (torch.float32 if subset == "stsb" else torch.int64)
+
+
+def test_stsb_eval_split_that_no_correlation_can_score_is_refused_before_training(glue_dir):
+    """Issue 26 #5: one STS-B eval example crashed scipy after training; constant scores give NaN."""
+
+    def task(split, **kw):
+        return Glue(Config(subset="stsb", data_dir=str(glue_dir), train_split="validation[:8]",
+                           eval_splits=[split], **kw))  # fmt: skip
+
+    with pytest.raises(
+        DataError, match=r"STS-B/dev.tsv: eval split 'validation\[:1\]' holds 1 example.*widen"
+    ):
+        task("validation[:1]")
+    with pytest.raises(DataError, match="holds 1 example"):
+        task("validation", max_eval_samples=1)
+    assert len(task("validation[:2]").raw["validation[:2]"]) == 2
+    with pytest.raises(ValueError, match="need >= 2 examples"):
+        glue_metrics("stsb", [1.0], [2.0])
+    # CoLA's MCC is defined (0) on one class: not refused, but said in the record's task_notes
+    cola = Glue(Config(subset="cola", data_dir=str(glue_dir), train_split="validation[:8]",
+                       eval_splits=["validation[:4]"]))  # fmt: skip
+    assert glue_metrics("cola", [1, 0, 1, 1], [1, 1, 1, 1])["mcc"] == 0.0
+    assert "one class" in cola.notes()["mcc validation[:4]"]

@@ -124,3 +124,18 @@ def test_scoring_command_imports_no_deep_learning_library():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["scores"]["exact_match"] == pytest.approx(40.14191106906339)
+
+
+def test_squad_question_without_answers_exits_2_naming_file_and_id(tmp_path):
+    """Issue 26 #5: evaluate-v1.1.py would crash in max(); the command keeps its exit-code contract."""
+    qas = [{"id": "q1", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]},
+           {"id": "q2", "question": "What?", "answers": []}]  # fmt: skip
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": "Ann met Bob.", "qas": qas}]}]}))  # fmt: skip
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps({"q1": "Ann", "q2": "Bob"}))
+    proc = run_cli("squad", dataset, predictions)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {dataset}: question 'q2' has no answers")
+    assert proc.stderr.count("\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -405,3 +406,58 @@ def test_e2e_and_dart_runs_learn(tmp_path):
             record["metrics"]["history"][-1]["train_loss"]
             < 0.7 * record["metrics"]["history"][0]["train_loss"]
         )
+
+
+# ------------------------------------------------------------------ faulty files (issue 26 #4)
+
+
+def _with_latin1(path: Path, line: int, after: bytes) -> int:
+    """Puts a latin-1 é after the first `after` of line `line`; returns its byte offset."""
+    raw = path.read_bytes()
+    start = sum(len(x) for x in raw.splitlines(keepends=True)[: line - 1])
+    at = raw.index(after, start) + len(after)
+    path.write_bytes(raw[:at] + b"\xe9" + raw[at:])
+    return at
+
+
+def _head(src: Path, dst: Path, n: int) -> Path:
+    dst.write_bytes(b"".join(src.read_bytes().splitlines(keepends=True)[:n]))
+    return dst
+
+
+def _nlg_task(cls, cfg_cls, folder, files, split="validation", **kw):
+    return cls(
+        cfg_cls(data_dir=str(folder), files=files, train_split="validation", eval_splits=[split], **kw)
+    )
+
+
+def test_latin1_byte_in_e2e_and_dart_files_names_file_and_line(tmp_path):
+    lora = _head(E2E_DIR / "valid.txt", tmp_path / "valid.txt", 30)
+    at = _with_latin1(lora, 7, b" ")
+    with pytest.raises(DataError, match=rf"valid.txt:7: byte 0xe9 at offset {at} is not UTF-8.*re-save"):
+        _nlg_task(E2E, E2EConfig, tmp_path, {"validation": "valid.txt"})
+    csv_file = _head(SHARED / "e2e" / "devset.csv", tmp_path / "devset.csv", 20)
+    _with_latin1(csv_file, 5, b"[")
+    with pytest.raises(DataError, match=r"devset.csv:5: byte 0xe9"):
+        _nlg_task(E2E, E2EConfig, tmp_path, {"validation": "devset.csv"}, format="csv")
+    entries = json.loads((DART_DIR / "dart-v1.1.1-full-dev.json").read_text(encoding="utf-8"))[:5]
+    dart = tmp_path / "dev.json"
+    dart.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+    line = next(i for i, x in enumerate(dart.read_bytes().splitlines(), 1) if b'"text"' in x)
+    _with_latin1(dart, line, b'"text": "')
+    with pytest.raises(DataError, match=rf"dev.json:{line}: byte 0xe9"):
+        _nlg_task(Dart, DartConfig, tmp_path, {"validation": "dev.json"})
+
+
+def test_an_empty_e2e_split_names_its_file(tmp_path):
+    (tmp_path / "valid.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"valid.txt holds no e2e pairs; is the file complete"):
+        _nlg_task(E2E, E2EConfig, tmp_path, {"validation": "valid.txt"})
+    _head(E2E_DIR / "valid.txt", tmp_path / "valid.txt", 30)
+    with pytest.raises(
+        DataError, match=r"valid.txt: split 'validation\[40:\]' selects none of its 30 e2e pairs"
+    ):
+        _nlg_task(E2E, E2EConfig, tmp_path, {"validation": "valid.txt"}, split="validation[40:]")
+    (tmp_path / "devset.csv").write_text("mr,ref\nname[A],\n")  # a row without its reference
+    with pytest.raises(DataError, match=r"devset.csv:2: empty or missing mr / ref"):
+        _nlg_task(E2E, E2EConfig, tmp_path, {"validation": "devset.csv"}, format="csv")

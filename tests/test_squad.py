@@ -192,3 +192,63 @@ def test_window_longer_than_the_model_and_bad_caps_name_the_fix(gpt2_tokenizer):
         dev_cfg(max_eval_samples=0)
     with pytest.raises(ConfigError, match="eval_splits is empty"):
         dev_cfg(eval_splits=[])
+
+
+# ------------------------------------------------------------------ faulty files (issue 26 #4, #5)
+
+
+def _dev_slice(tmp_path, edit=None) -> Path:
+    """The first 3 paragraphs of the dev file, one JSON key a line (so lines mean something)."""
+    data = json.loads((SQUAD_DIR / DEV).read_text(encoding="utf-8"))
+    article = data["data"][0]
+    data["data"] = [{**article, "paragraphs": article["paragraphs"][:3]}]
+    if edit:
+        edit(data["data"][0]["paragraphs"])
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return path
+
+
+def _task_on(path: Path, eval_split="validation"):
+    return Squad(Config(data_dir=str(path.parent), files={"validation": path.name},
+                        train_split="validation", eval_splits=[eval_split]))  # fmt: skip
+
+
+def test_a_latin1_byte_names_the_file_line_and_fix(tmp_path):
+    path = _dev_slice(tmp_path)
+    raw = path.read_bytes()
+    at = raw.index(b"Broncos")  # é in latin-1, as an editor saving in the wrong encoding writes it
+    path.write_bytes(raw[:at] + b"\xe9" + raw[at:])
+    line = raw[:at].count(b"\n") + 1
+    with pytest.raises(DataError, match=rf"dev.json:{line}: byte 0xe9 at offset {at} is not UTF-8.*re-save"):
+        _task_on(path)
+
+
+def test_questions_without_answers_or_twice_are_refused_before_training(tmp_path):
+    def no_answers(paragraphs):
+        paragraphs[1]["qas"][2]["answers"] = []
+
+    path = _dev_slice(tmp_path, no_answers)
+    qid = json.loads(path.read_text())["data"][0]["paragraphs"][1]["qas"][2]["id"]
+    with pytest.raises(DataError, match=rf"dev.json: question '{qid}' has no answers.*remove it"):
+        _task_on(path)
+
+    def twice(paragraphs):
+        paragraphs[2]["qas"].append(paragraphs[0]["qas"][0])
+
+    with pytest.raises(DataError, match="occurs twice"):
+        _task_on(_dev_slice(tmp_path, twice))
+
+
+def test_an_empty_file_or_slice_names_the_file(tmp_path):
+    path = _dev_slice(tmp_path)
+    with pytest.raises(
+        DataError, match=r"dev.json: split 'validation\[5:5\]' selects none of its \d+ questions"
+    ):
+        _task_on(path, "validation[5:5]")
+    path.write_text(json.dumps({"version": "1.1", "data": []}))
+    with pytest.raises(DataError, match="dev.json holds no questions"):
+        _task_on(path)
+    path.write_text('{"version": "1.1", "data": [')
+    with pytest.raises(DataError, match="dev.json: line 1: invalid JSON"):
+        _task_on(path)

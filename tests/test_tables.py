@@ -253,3 +253,55 @@ def test_sora_sparsity_beside_table4_and_unreachable_footer(tmp_path):
     # other tables: no SoRA block
     mt.make_tables(write(tmp_path, recs), tmp_path / "out2", names={"rm_table2_squad_deberta"})
     assert "SoRA sparsity" not in (tmp_path / "out2" / "rm_table2_squad_deberta.md").read_text()
+
+
+def test_every_record_read_and_not_used_is_listed_with_its_reason(tmp_path, capsys):
+    """Issue 26 #6: a truncated record, a NaN seed and a record of an unknown method were hidden (the
+    NaN seed silently left its cell at n=2); each is now printed and named in the table's footer."""
+    recs = [fake(f"l{s}", "lora", 4, "glue/cola", s, {"mcc": v}) for s, v in enumerate(LORA4)]
+    recs += [fake(f"rm{s}", "rm_lora", 4, "glue/cola", s, {"mcc": v}) for s, v in enumerate(RM4)]
+    recs[-1]["metrics"]["final"]["validation"]["mcc"] = float("nan")  # a diverged seed, status success
+    recs.append(fake("odd", "future_method", 4, "glue/cola", 0, {"mcc": 0.5}))
+    recs.append(fake("alien", "lora", 4, "glue/cola", 0, {"mcc": 0.5}, model="alien_net"))
+    runs = write(tmp_path, recs)
+    text = json.dumps(fake("trunc", "lora", 4, "glue/cola", 7, {"mcc": 0.9}))
+    (runs / "trunc.json").write_text(text[: len(text) // 2])  # a run killed while writing its record
+    out = tmp_path / "tables"
+    mt.make_tables(runs, out, names={"rm_table1_glue"})
+    printed = capsys.readouterr().out
+    lines = {line.split(":")[0].strip(): line for line in printed.splitlines()[1:]}
+    assert printed.startswith("Records read but not used: 4\n") and set(lines) == {
+        "trunc",
+        "rm2",
+        "odd",
+        "alien",
+    }
+    assert "unreadable: trunc.json: truncated or invalid JSON" in lines["trunc"]
+    assert (
+        "no value for rm_table1_glue_smoke RM-LoRA R=4 / cola: mcc = nan (final eval validation)"
+        in lines["rm2"]
+    )
+    assert (
+        "fills no table: its config matches no row of " in lines["odd"]
+        and "method.name=future_method" in lines["odd"]
+    )
+    assert "fills no table: model 'alien_net' is in no table" in lines["alien"]
+    md = (out / "rm_table1_glue_smoke.md").read_text()
+    assert "0.705 ± 0.007 (n=2 of 3, 1 NaN)" in md  # the NaN seed is counted, shown, not averaged
+    footer = md.split("\n- ", 1)[1]
+    assert (
+        "rm2 (mcc = nan" in footer
+        and "odd (its config matches no row" in footer
+        and "trunc (trunc.json" in footer
+    )
+    t = read_csv(out / "rm_table1_glue_smoke.csv")
+    assert t[("RM-LoRA R=4", "n")]["cola"] == "2" and t[("RM-LoRA R=4", "not_used")]["cola"].startswith(
+        "rm2: mcc = nan"
+    )
+    assert "Records read but not used: 4" in (out / "SUMMARY.md").read_text()
+    # a record that fills one column of its row and lacks another's metric is no fault (no listing)
+    capsys.readouterr()
+    (tmp_path / "v").mkdir()
+    vit = [fake(f"v{i}", "ft", None, "cifar100", i, {"acc": 0.7}, model="tiny_vit") for i in range(2)]
+    mt.make_tables(write(tmp_path / "v", vit), tmp_path / "vt", names={"rm_table5_vit_cifar100"})
+    assert "not used" not in capsys.readouterr().out

@@ -584,3 +584,68 @@ def test_vit_trains_compiled_like_eager(folder_dir, tmp_path, stub_inductor):
     torch.testing.assert_close(
         torch.tensor(curve(compiled)), torch.tensor(curve(eager)), rtol=1e-4, atol=1e-5
     )
+
+
+# ------------------------------------------------------------------ faulty files (issue 26 #4)
+
+
+def _truncate(path, keep=0.6):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+def test_truncated_images_are_named_before_training(cfg_factory, tmp_path):
+    """Without the feature cache (placement=attention) a truncated image stopped the run mid-epoch with
+    `OSError: image file is truncated` and no path; now the task refuses it when it is built."""
+    root = write_folder(tmp_path / "f", 2, n_train=3, n_test=1, seed=0)
+    bad = root / "train" / class_names(2)[1] / "0001.png"
+    _truncate(bad)
+    with pytest.raises(
+        DataError,
+        match=rf"1 of 6 images of split 'train' .*{bad} \(image file is truncated\); replace or remove",
+    ):
+        vision.TASK(task_cfg(cfg_factory("task=cifar100", f"task.data_dir={root}")))
+    # a slice that leaves the bad file out is fine (only the images a run reads are checked)
+    ok = vision.TASK(
+        task_cfg(cfg_factory("task=cifar100", f"task.data_dir={root}", "task.train_split='train[:1]'"))
+    )
+    assert len(ok.splits["train"]) == 1
+    # the Food-101 release's JPEGs; a file its meta lists but that is gone
+    food = tmp_path / "food"
+    (food / "images" / "ramen").mkdir(parents=True)
+    (food / "meta").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 90 * i, np.uint8)).save(food / "images" / "ramen" / f"{i}.jpg")
+    _truncate(food / "images" / "ramen" / "1.jpg")
+    (food / "meta" / "classes.txt").write_text("ramen\n")
+    (food / "meta" / "test.txt").write_text("ramen/0\nramen/1\n")
+    with pytest.raises(
+        DataError, match=r"1 of 2 images .*ramen/1.jpg \((image file is truncated|Truncated File Read)"
+    ):
+        vision.check_images(vision.read_folder(food, "test", None)[0].files, "test")
+    (food / "meta" / "test.txt").write_text("ramen/0\nramen/7\n")
+    with pytest.raises(DataError, match=r"ramen/7.jpg: No such file"):
+        vision.read_folder(food, "test", None)
+    (food / "meta" / "test.txt").write_text("ramen/0\nsushi/1\n")
+    with pytest.raises(DataError, match=r"test.txt: entry 2 \('sushi/1'\) names a class not in"):
+        vision.read_folder(food, "test", None)
+
+
+def test_an_image_corrupt_inside_is_named_when_read(tmp_path):
+    root = write_folder(tmp_path, 2, n_train=1, n_test=1, seed=0)
+    path = root / "train" / class_names(2)[0] / "0000.png"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:60] + bytes(len(raw) - 72) + raw[-12:])  # intact signature and IEND
+    split, _ = vision.read_folder(root, "train", None)
+    with pytest.raises(DataError, match=rf"{path}: cannot decode image"):
+        split.load(0)
+
+
+def test_an_empty_class_folder_is_refused_not_trained_as_a_class(tmp_path):
+    root = write_folder(tmp_path, 2, n_train=1, n_test=1, seed=0)
+    (root / "train" / "zz_empty").mkdir()
+    (root / "train" / "zz_empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(
+        DataError, match=r"train/zz_empty: class folder holds no images .*add its images or remove"
+    ):
+        vision.read_folder(root, "train", None)

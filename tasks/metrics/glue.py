@@ -27,6 +27,8 @@ def glue_metrics(task: str, preds, labels) -> dict[str, float]:
             f"need equally many predictions and labels (>0), got {preds.shape} and {labels.shape}"
         )
     if task == "stsb":
+        if preds.size < 2:  # scipy's own error names no task; the Task refuses such splits before training
+            raise ValueError(f"STS-B: Pearson / Spearman need >= 2 examples, got {preds.size}")
         return {
             "pearson": float(pearsonr(preds, labels)[0]),
             "spearman": float(spearmanr(preds, labels)[0]),

@@ -5,7 +5,10 @@ words a/an/the and collapsing whitespace; F1 is the token-overlap F1 (multiset i
 each question takes its best score over the gold answers; a question without a prediction
 scores 0 and is reported on stderr as "Unanswered question <id> will receive score 0."; both
 totals are x100 / number of questions. Predictions for ids not in the dataset are ignored, as
-the official script ignores them. No known deviation.
+the official script ignores them. A question without answers (a v2.0 unanswerable one) is refused
+with its id (MetricInputError): the official script takes max() over its answers and crashes on it
+(ValueError) when it has a prediction, and scores it 0 when it has none; here it is refused in both
+cases, the only deviation: such a file is not v1.1 data.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def squad_scores(dataset: list, predictions: Mapping[str, str], *, warn: bool = 
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 total += 1
+                if not qa["answers"]:  # max() below would fail; say which question instead
+                    raise _io.MetricInputError(
+                        f"question {qa['id']!r} has no answers; SQuAD v1.1 scores every question against "
+                        f"its answers (v2.0 unanswerable questions are not supported): remove it"
+                    )
                 if qa["id"] not in predictions:
                     if warn:
                         print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr)
@@ -103,8 +111,10 @@ def score_files(dataset_path: str | Path, predictions_path: str | Path, *, warn:
             raise _io.MetricInputError(f"{predictions_path}: prediction for {qid!r} is not a string")
     try:
         scores = squad_scores(dataset["data"], predictions, warn=warn)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise _io.MetricInputError(f"{dataset_path}: malformed SQuAD structure ({exc!r})") from None
+    except _io.MetricInputError as exc:
+        raise _io.MetricInputError(f"{dataset_path}: {exc}") from None
     answered = sum(
         1 for a in dataset["data"] for p in a["paragraphs"] for q in p["qas"] if q["id"] in predictions
     )
