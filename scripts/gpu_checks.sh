@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11's open GPU measurements, each bounded, in the order they matter (docs/PERFORMANCE.md,
-# "Not measured"). Usage on a 1-GPU machine:  bash scripts/gpu_checks.sh OUT_DIR [STEPS...]
+# "Known limits"). Usage on a 1-GPU machine:  bash scripts/gpu_checks.sh OUT_DIR [STEPS...]
 #   steps: probe (first compile of a process), runner (CUDA-graph runner == eager runner),
 #          methods (each kind of method compiled vs eager; ROWS="model:method ..." to choose),
 #          bench (graph rows), e2e (goal 3), sweep (goal 5)
