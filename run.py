@@ -8,7 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from adapters.base import ConfigError
+from core import ConfigError
 from runners.config import check_choices, check_overrides, precheck, register_resolvers
 from tasks.base import DataError
 

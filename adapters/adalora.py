@@ -33,9 +33,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method, Plan, StepHook, freeze_all_but, match_modules
+from adapters.base import Method, Plan, StepHook, freeze_all_but, match_modules
 from adapters.lowrank import Conv1D, in_out_features
 from adapters.orthogonal import orthogonality_penalty
+from core import ConfigError
 
 ADAPTER = "default"
 SCHEDULES = ("fit", "fixed")

@@ -33,9 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line and names the fix."""
+from core import ConfigError  # its home before core.py: `adapters.base.ConfigError` is the same class
 
 
 @dataclass(frozen=True)

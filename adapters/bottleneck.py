@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method, compile_pattern, freeze_all_but, match_modules
+from adapters.base import Method, compile_pattern, freeze_all_but, match_modules
+from core import ConfigError
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 

@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapters.base import ConfigError, Method
+from adapters.base import Method
 from adapters.lowrank import Conv1D, inject
-from runners.record import atomic_write
+from core import ConfigError, atomic_write
 
 PEFT_DIR = "peft"
 

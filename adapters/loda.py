@@ -56,9 +56,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from adapters import lora
-from adapters.base import ConfigError, Method, freeze_all_but, match_modules
+from adapters.base import Method, freeze_all_but, match_modules
 from adapters.lowrank import in_out_features, make_factors
 from adapters.placement import FusedLowRank, parse_targets, place
+from core import ConfigError, atomic_write
 
 F1_TOKENS = ("linear", "act", "norm")
 F2_TOKENS = ("act", "norm")
@@ -279,8 +280,6 @@ def apply(
 
 def export(method: Method, cfg: Config, saved: dict, folder: Path) -> None:
     """Writes `adapter.safetensors` (A, B, f1, head) and `loda_config.json` into `folder`."""
-    from runners.record import atomic_write
-
     folder.mkdir(parents=True, exist_ok=True)
     state = method.trained_state_dict()
     atomic_write(

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method, freeze_all_but, match_modules
+from adapters.base import Method, freeze_all_but, match_modules
 from adapters.lowrank import LowRankLinear
 from adapters.masking import MODES, DirectionMask
 from adapters.orthogonal import FORMS, OrthogonalityRegularizer
 from adapters.placement import LowRankBranch, place
+from core import ConfigError
 
 
 @dataclass

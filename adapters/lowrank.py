@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import ConfigError
+from core import ConfigError
 
 try:  # GPT-2's fused projections; transformers is a core dependency, but keep the import local
     from transformers.pytorch_utils import Conv1D

@@ -48,7 +48,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, StepHook
+from adapters.base import StepHook
+from core import ConfigError
 
 MODES = ("grad", "strict")
 

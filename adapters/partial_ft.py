@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method, freeze_all_but, match_modules
+from adapters.base import Method, freeze_all_but, match_modules
+from core import ConfigError
 
 SLICE_KEYS = {"param", "dim", "parts", "keep"}
 

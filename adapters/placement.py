@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from adapters.base import ConfigError, match_modules
+from adapters.base import match_modules
 from adapters.lowrank import Conv1D, in_out_features, inject, make_factors
+from core import ConfigError
 
 
 @dataclass(frozen=True)

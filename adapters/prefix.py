@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapters.base import ConfigError, Method
+from adapters.base import Method
+from core import ConfigError
 
 TASK_TYPES = {  # model class name suffix -> PEFT task type
     "ForSequenceClassification": "SEQ_CLS",

@@ -41,11 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import ConfigError, Method, Plan, StepHook, freeze_all_but, match_modules
+from adapters.base import Method, Plan, StepHook, freeze_all_but, match_modules
 from adapters.lora import add_reg_and_mask, mask_directions
 from adapters.lowrank import LowRankLinear, in_out_features, inject
 from adapters.masking import MODES
 from adapters.orthogonal import FORMS
+from core import ConfigError
 
 XI_SCHEDULES = ("fixed", "linear")
 GATE_RULES = ("official", "soft_threshold")

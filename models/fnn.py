@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import ConfigError
+from core import ConfigError
 
 
 class FNN(nn.Module):

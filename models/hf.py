@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from adapters.base import ConfigError
+from core import ConfigError
 
 AUTO_CLASSES = {
     "sequence_classification": "AutoModelForSequenceClassification",

@@ -5,7 +5,7 @@
     python -m runners.check_experiments --no-build ...     # config checks and check_plan only
 
 For every FULL experiment (not `*_smoke`, not `loda_a1_energy`, which trains nothing) the sweep is
-expanded as Hydra's basic sweeper does (runners/plan.py `expand`). Seeds share structure: each task ×
+expanded as Hydra's basic sweeper does (runners/sweep.py `expand`). Seeds share structure: each task ×
 arm is composed once, and the number of runs is checked (every structure has every seed). Per config:
 
 1. what the runner checks before any work (runners/train.py `run`): the typed sections, the method's
@@ -34,10 +34,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from adapters import METHODS
-from adapters.base import ConfigError, Plan
+from adapters.base import Plan
+from core import ConfigError
 from models import BUILDERS
 from runners.checks import check_run_config
 from runners.config import CONF, TRAIN_KEYS, TrainConfig, heads_for, lookup, options, typed
+from runners.sweep import expand
 from tasks import TASKS
 from tasks.base import DataError
 from tasks.sizes import VISION_CLASSES, UnknownSize, planned_steps, train_examples
@@ -254,8 +256,6 @@ def structures(jobs: list[list[str]]) -> dict[tuple[str, ...], list[str]]:
 
 
 def check_experiment(experiment: str, extra: list[str], build: bool, report: Report, stand_ins) -> None:
-    from runners.plan import expand
-
     jobs = expand([f"experiment={experiment}", *extra])
     report.experiments[experiment] = len(jobs)
     groups = structures(jobs)

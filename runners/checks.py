@@ -1,4 +1,7 @@
-"""Checks of a composed run config that need no data and no model: one-line errors naming the fix."""
+"""Checks with one-line errors naming the fix: of a composed run config before any data or model
+(`check_run_config`), and of training as it runs: a non-finite loss or gradient norm stops it as
+`diverged` (`check_finite`), a run whose method parameters never changed ends as `frozen`
+(`fingerprints` at the start, `unchanged` at the end)."""
 
 from __future__ import annotations
 
@@ -6,10 +9,14 @@ import re
 from collections.abc import Mapping
 from types import SimpleNamespace
 
-from adapters.base import ConfigError, compile_pattern
+import torch
+
+from adapters.base import compile_pattern
 from adapters.placement import parse_targets
+from core import ConfigError
 from runners.config import MODEL_KEYS, TOP_KEYS, TrainConfig
 from runners.fastpath import COMPILE_MODES, COMPILE_SCOPES
+from runners.state import Progress, RunStopped
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -147,3 +154,49 @@ def check_train(t: TrainConfig) -> None:
             raise ConfigError(
                 f"train.eval_epochs must be null or a list of epochs >= 1, got {t.eval_epochs!r}"
             )
+
+
+# --- while training ---------------------------------------------------------------------------------
+
+
+def check_finite(pending: list[torch.Tensor], progress: Progress, lr: float) -> None:
+    """Raises `diverged` if a loss or gradient norm in `pending` is not finite (one host sync)."""
+    if not pending:
+        return
+    values = torch.stack(pending).cpu()
+    if bool(torch.isfinite(values).all()):
+        progress.last_finite_loss = float(values[-1])
+        return
+    last = progress.last_finite_loss
+    raise RunStopped(
+        "diverged",
+        f"non-finite loss or gradient norm by step {progress.step} "
+        f"({'no finite loss yet' if last is None else f'last finite total loss {last:.6g}'}); lower train.lr (now {lr}) or method.reg_weight, or set train.max_grad_norm",
+        diverged_at_step=progress.step,
+        last_finite_loss=last,
+        history=progress.history,
+    )
+
+
+def fingerprints(method) -> dict[str, tuple[float, float]]:
+    """(sum, sum of squares) in float64 of every method parameter (head excluded): changed or not."""
+    head = set(method.head)
+    return {
+        n: _fingerprint(p)
+        for n, p in method.model.named_parameters()
+        if (p.requires_grad or any(p is q for q in method.own_params)) and n not in head
+    }
+
+
+def _fingerprint(p: torch.Tensor) -> tuple[float, float]:
+    x = p.detach().double()
+    return float(x.sum()), float((x * x).sum())
+
+
+def unchanged(method, watched: dict) -> str | None:
+    """None if some watched parameter changed, else a short description of what stayed put."""
+    now = {n: _fingerprint(p) for n, p in method.model.named_parameters() if n in watched}
+    if not now or any(now[n] != watched[n] for n in now):
+        return None
+    names = sorted(now)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -11,25 +11,16 @@ table cell = one W&B group), `WANDB_MODE=offline` (the default here) writes unde
 `<results>/wandb/` for a later `wandb sync`. Loggers never change what is trained: `logger` is not
 part of `run_id`.
 
-`progress(iterable, ...)`: a tqdm bar on stderr, silent when stderr is not a terminal (CI, SLURM logs).
+`progress(iterable, ...)` (core.py, importable from here too): a tqdm bar on stderr, silent when
+stderr is not a terminal (CI, SLURM logs).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 
-from tqdm.auto import tqdm
-
-from adapters.base import ConfigError
-
-
-def progress(iterable=None, **kw):
-    """tqdm that is quiet off a TTY (`disable=None` is tqdm's own "no TTY, no bar")."""
-    kw.setdefault("disable", None if sys.stderr.isatty() else True)
-    kw.setdefault("leave", False)
-    kw.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kw)
+# progress lived here before core.py: still importable from here
+from core import ConfigError, progress  # noqa: F401
 
 
 def flatten(entry: dict, prefix: str = "") -> dict[str, float]:

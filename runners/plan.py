@@ -1,8 +1,8 @@
 """`python run.py [-m] experiment=<name> plan=true`: the sweep's runs, which are done, and an estimate of
 the compute still needed — before anything starts (no job is launched, no model built).
 
-The sweep is expanded exactly as Hydra's basic sweeper does (the config's `hydra.sweeper.params`, then
-the command line's overrides, Cartesian product); every job is composed, its `run_id` computed and
+The sweep is expanded exactly as Hydra's basic sweeper does (runners/sweep.py `expand`: the config's
+`hydra.sweeper.params`, then the command line's overrides, Cartesian product); every job is composed, its `run_id` computed and
 looked up in the results store (`results/runs/<run_id>.json`).
 
 Estimate per run still to do, from measured records in the same store, first match wins:
@@ -33,22 +33,22 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from core import read_json
 from runners.config import CONF, ROOT, run_ids
-from runners.record import read_json
+from runners.sweep import expand
 
 PLAN_KEYS = ("plan", "+plan", "++plan")
 STEP_TABLE = ROOT / "docs" / "bench" / "step_times.csv"
 # Per run, beside its steps: process start, imports, model load and data (README: ~25 s start-up per
 # run on the H200) plus the compiled layers' warm-up (docs/bench rows: warmup_s 12-14 s for the first
-# compiled row of a process; PERFORMANCE.md: 46.6 s for a whole warm CoLA run's first epoch).
+# compiled row of a process; docs/bench/h200-2026-12-02b-cola-1epoch-compiled-record.json: 46.6 s for a cold-compiled CoLA run's first epoch).
 RUN_OVERHEAD_S = 60.0
 LORA_FAMILY = {"lora", "r_lora", "gm_lora", "rm_lora", "adalora", "sora"}
 LODA_FAMILY = {"loda", "loda_plus", "r_loda", "r_loda_plus", "s_loda", "s_loda_plus"}
@@ -64,19 +64,6 @@ def strip_plan(argv: list[str]) -> tuple[bool, list[str]]:
         elif a not in ("-m", "--multirun"):
             rest.append(a)
     return wanted, rest
-
-
-def expand(overrides: list[str]) -> list[list[str]]:
-    """Every job's override list, as the basic sweeper would launch them."""
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    base = compose("config", overrides=fixed, return_hydra_config=True)
-    params = OmegaConf.to_container(base.hydra.sweeper.params or {}, resolve=False)
-    # hydra.* overrides shaped the base (e.g. hydra.sweeper.params.task=...): not part of any job's config
-    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
-    lines = [f"{k}={v}" for k, v in params.items()] + own
-    return BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]
 
 
 def _records(runs: Path) -> list[dict]:
@@ -178,68 +165,90 @@ def _same_task(rec: dict, resolved: dict) -> bool:
 def plan(argv: list[str], build: bool = True) -> str:
     """The plan as text (also the return value of `run.py ... plan=true`). `build`: also set up each
     structure's method on a stand-in model (runners/check_experiments.py step 4)."""
-    from runners.check_experiments import StandIns, check_job
+    from runners.check_experiments import StandIns
 
     GlobalHydra.instance().clear()
-    lines, rows, findings, used_cards = [], [], {}, set()
-    table = step_table()
+    rows, findings, used_cards = [], {}, set()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         stand_ins = StandIns(lambda overrides: compose("config", overrides=overrides)) if build else None
-        checked: dict[str, object] = {}  # group_id -> Outcome (seeds share structure)
         jobs = expand(argv)
         first = compose("config", overrides=jobs[0]) if jobs else None
         runs = Path(first.paths.results_dir) / "runs" if first is not None else Path("results/runs")
-        done_records = _records(runs)
+        ctx = _Context(runs, _records(runs), step_table(), stand_ins, {})
         for i, job in enumerate(jobs):
-            try:
-                cfg = compose("config", overrides=job)
-                resolved = OmegaConf.to_container(cfg, resolve=True)
-            except Exception as e:  # a job that cannot even compose: say so, keep planning the rest
-                rows.append(
-                    (i, "ERROR", "-", None, "-", "-", job, f"{type(e).__name__}: {str(e).splitlines()[0]}")
-                )
-                continue
-            run_id, group_id = run_ids(resolved)
-            if group_id not in checked:
-                checked[group_id] = check_job(cfg, [o for o in job if not o.startswith("seed=")], stand_ins)
-            out = checked[group_id]
-            findings.update({f: None for f in out.findings})
-            rec = read_json(runs / f"{run_id}.json") or {}
-            status = rec.get("status") or "todo"
-            if status == "success" and not resolved.get("force"):
-                rows.append((i, "done", run_id, (rec.get("timing") or {}).get("wall_s"), "measured",
-                             (rec.get("env") or {}).get("device_type", "?"), job, ""))  # fmt: skip
-                continue
-            if out.error:
-                rows.append((i, "FAIL", run_id, None, "-", "-", job, f"would fail: {out.error}"))
-                continue
-            secs, basis, dev = estimate(resolved, group_id, done_records)
-            note = ""
-            if secs is None and out.plan is not None:
-                found = table_estimate(resolved, out.plan.total_steps, table)
-                if found:
-                    secs, basis, note = found
-                    used_cards.add(note.split(" (")[0].removeprefix("table: "))
-                    dev = "cuda"  # the table's rows were measured on the GPU machine
-            rows.append((i, "todo" if status in ("todo", "success") else f"todo ({status})", run_id, secs, basis,
-                         dev, job, note))  # fmt: skip
-    shown = [o for o in argv if "=" in o]
-    lines.append(f"plan for: {' '.join(shown) or '(defaults)'}  — nothing is started")
-    lines.append(f"results store: {runs}")
-    lines.append(f"{'#':>4}  {'status':<16} {'run_id':<12} {'est.':>9}  {'basis':<9} {'dev':<5} overrides")
-    for i, status, run_id, secs, basis, dev, job, err in rows:
-        est = (
-            "?"
-            if secs is None
-            else f"{secs:.0f} s"
-            if secs < 120
-            else f"{secs / 60:.1f} min"
-            if secs < 7200
-            else f"{secs / 3600:.2f} h"
+            row, found, card = _row(i, job, ctx)
+            rows.append(row)
+            findings.update({f: None for f in found})
+            used_cards.update([card] if card else [])
+    return _render(argv, runs, rows, findings, used_cards)
+
+
+@dataclass
+class _Context:
+    """What every job's row is computed from."""
+
+    runs: Path
+    done: list[dict]  # successful records of the store
+    table: list  # the committed step-time table
+    stand_ins: object
+    checked: dict  # group_id -> Outcome (seeds share structure: checked once)
+
+
+def _row(i: int, job: list[str], ctx: _Context) -> tuple[tuple, list[str], str | None]:
+    """(row, findings, step-table card used) of one job: done, FAIL, ERROR or todo with an estimate."""
+    from runners.check_experiments import check_job
+
+    try:
+        cfg = compose("config", overrides=job)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # a job that cannot even compose: say so, keep planning the rest
+        return (
+            (i, "ERROR", "-", None, "-", "-", job, f"{type(e).__name__}: {str(e).splitlines()[0]}"),
+            [],
+            None,
         )
-        varying = " ".join(o for o in job if o.split("=")[0] not in {s.split("=")[0] for s in _fixed(argv)})
+    run_id, group_id = run_ids(resolved)
+    if group_id not in ctx.checked:
+        ctx.checked[group_id] = check_job(cfg, [o for o in job if not o.startswith("seed=")], ctx.stand_ins)
+    out = ctx.checked[group_id]
+    rec = read_json(ctx.runs / f"{run_id}.json") or {}
+    status = rec.get("status") or "todo"
+    if status == "success" and not resolved.get("force"):
+        row = (i, "done", run_id, (rec.get("timing") or {}).get("wall_s"), "measured",
+               (rec.get("env") or {}).get("device_type", "?"), job, "")  # fmt: skip
+        return row, out.findings, None
+    if out.error:
+        return (i, "FAIL", run_id, None, "-", "-", job, f"would fail: {out.error}"), out.findings, None
+    secs, basis, dev = estimate(resolved, group_id, ctx.done)
+    note, card = "", None
+    if secs is None and out.plan is not None:
+        found = table_estimate(resolved, out.plan.total_steps, ctx.table)
+        if found:
+            secs, basis, note = found
+            card = note.split(" (")[0].removeprefix("table: ")
+            dev = "cuda"  # the table's rows were measured on the GPU machine
+    todo = "todo" if status in ("todo", "success") else f"todo ({status})"
+    return (i, todo, run_id, secs, basis, dev, job, note), out.findings, card
+
+
+def _duration(secs: float | None) -> str:
+    if secs is None:
+        return "?"
+    return (
+        f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.1f} min" if secs < 7200 else f"{secs / 3600:.2f} h"
+    )
+
+
+def _render(argv: list[str], runs: Path, rows: list[tuple], findings: dict, used_cards: set) -> str:
+    shown = [o for o in argv if "=" in o]
+    lines = [f"plan for: {' '.join(shown) or '(defaults)'}  — nothing is started", f"results store: {runs}"]
+    lines.append(f"{'#':>4}  {'status':<16} {'run_id':<12} {'est.':>9}  {'basis':<9} {'dev':<5} overrides")
+    fixed = {s.split("=")[0] for s in _fixed(argv)}
+    for i, status, run_id, secs, basis, dev, job, err in rows:
+        varying = " ".join(o for o in job if o.split("=")[0] not in fixed)
         lines.append(
-            f"{i:>4}  {status:<16} {run_id:<12} {est:>9}  {basis:<9} {dev:<5} {varying}{'  ' + err if err else ''}"
+            f"{i:>4}  {status:<16} {run_id:<12} {_duration(secs):>9}  {basis:<9} {dev:<5} {varying}"
+            f"{'  ' + err if err else ''}"
         )
     todo = [r for r in rows if r[1].startswith("todo")]
     by_dev: dict[str, float] = defaultdict(float)
@@ -266,8 +275,7 @@ def plan(argv: list[str], build: bool = True) -> str:
     lines.append(f"estimated compute for the runs to do: {est}; without any estimate: {unknown} runs")
     if failing:
         lines.append(f"{failing} runs would fail (FAIL above): fix them before launching")
-    for f in findings:
-        lines.append(f"finding: {f}")
+    lines += [f"finding: {f}" for f in findings]
     return "\n".join(lines)
 
 

@@ -1,23 +1,19 @@
-"""Run records: environment facts and atomic writes (temp file + rename: nothing half-written), and
-checked files (a sha256 header, so that a torn or truncated checkpoint is recognised as such)."""
+"""Run records: environment facts, and checked files (a sha256 header, so that a torn or truncated
+checkpoint is recognised as such). Atomic writes and strict JSON live on the ground floor (core.py)."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
-import math
 import os
 import platform
-import re
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from runners.config import ROOT
+# disk_full, NO_ROOM and the JSON helpers lived here before core.py: still importable from here
+from core import NO_ROOM, ROOT, atomic_write, disk_full, read_json, strict, write_json  # noqa: F401
 
 PACKAGES = (
     "torch",
@@ -65,52 +61,6 @@ def environment(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "host": platform.node(),
     }
-
-
-def atomic_write(path: Path, write) -> None:
-    """Calls `write(tmp_path)` then renames onto `path` (same directory, so the rename is atomic).
-
-    A failed write leaves `path` as it was and no temp file. The data is fsynced before the rename: a
-    rename that reaches the disk before the data would leave an empty file after a power cut. A
-    failure from a full disk (or quota, or file-size limit) is raised as an OSError naming `path`,
-    whatever the writer raised (torch.save says "unexpected pos 704 vs 598"; safetensors "os error 28").
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        try:
-            write(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        except Exception as e:
-            full = disk_full(e)
-            if full is None:
-                raise
-            raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from None
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, over quota, over the file-size limit
-
-
-def disk_full(e: BaseException | None) -> OSError | None:
-    """The OSError behind `e` if it says there is no room to write (`NO_ROOM`), else None.
-
-    Looks along the chain (torch's writer raises a RuntimeError from our file's OSError) and reads the
-    "(os error N)" of errors raised in Rust (safetensors)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in NO_ROOM:
-            return e
-        if (m := re.search(r"\(os error (\d+)\)", str(e))) and int(m[1]) in NO_ROOM:
-            return OSError(int(m[1]), os.strerror(int(m[1])))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 # --- checked files: b"<MAGIC><sha256 hex of the payload>\n" + payload ------------------------------
@@ -204,32 +154,3 @@ def verify_checked(path: Path) -> str | None:
     except OSError as e:
         return f"unreadable: {e.strerror or e}"
     return None
-
-
-def strict(obj):
-    """`obj` with non-finite floats as None, so the file is strict JSON (no bare NaN / Infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [strict(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(strict(obj), f, indent=1, default=str, allow_nan=False)
-            f.write("\n")
-
-    atomic_write(path, write)
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in `path`, or None if it is missing or is not one (truncated, binary, a list)."""
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
-        return None
-    return obj if isinstance(obj, dict) else None

@@ -30,8 +30,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from adapters.base import ConfigError
-from runners.record import read_json, verify_checked, write_json
+from core import ConfigError, read_json, write_json
+from runners.record import verify_checked
 
 MIN_FREE_MB = 200  # refuse to start with less free space in the results dir
 

@@ -2,6 +2,8 @@
 of a `-m` sweep `SweepSummary` prints n ok / skipped / failed / diverged / ... with their run_ids.
 
 Works for every launcher (basic, submitit local, SLURM, pack): the outcomes are files in the sweep folder.
+`expand` lists a sweep's jobs before any starts, as the basic sweeper would launch them (`plan=true`,
+`make check-experiments`).
 
 Packed sweeps (`launcher=pack`: Hydra's joblib launcher, n_jobs runs at once in reused worker
 processes) need three more things, here:
@@ -39,9 +41,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
-from runners.record import read_json, write_json
+from core import read_json, write_json
 
 OK = ("success", "skipped")
 STOP = ".stop"  # in the sweep dir: a packed sweep was stopped, jobs not yet started do not start
@@ -50,6 +56,19 @@ STOP = ".stop"  # in the sweep dir: a packed sweep was stopped, jobs not yet sta
 def packed(launcher_cfg) -> bool:
     """Whether the sweep runs jobs in Hydra's joblib launcher (conf/launcher/pack.yaml)."""
     return "joblib" in str((launcher_cfg or {}).get("_target_", "")).lower()
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """Every job's override list, as the basic sweeper would launch them."""
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    base = compose("config", overrides=fixed, return_hydra_config=True)
+    params = OmegaConf.to_container(base.hydra.sweeper.params or {}, resolve=False)
+    # hydra.* overrides shaped the base (e.g. hydra.sweeper.params.task=...): not part of any job's config
+    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    lines = [f"{k}={v}" for k, v in params.items()] + own
+    return BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]
 
 
 def threads_per_job(n_jobs: int, cpus: int | None = None, current: int | None = None) -> int:

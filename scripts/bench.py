@@ -524,7 +524,7 @@ def main(argv=None) -> int:
                 print(f"{r['row']:<22}{reg:>12}{mask:>12}")
     out = args.out or ROOT / "results" / "bench" / f"{now:%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from runners.record import atomic_write
+    from core import atomic_write
 
     text = json.dumps(report, indent=1)
     atomic_write(out, lambda tmp: Path(tmp).write_text(text))

@@ -57,7 +57,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runners.record import read_json, write_json  # noqa: E402
+from core import read_json, write_json  # noqa: E402
 from tasks.glue import SPECS, tsv_path  # noqa: E402
 
 NOTE = (

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tensor": key,
     }
     out.update(curves(w))
-    from runners.record import atomic_write
+    from core import atomic_write
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(out, indent=1)

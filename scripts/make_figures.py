@@ -124,7 +124,7 @@ def plot_figure(lines: dict[str, list[dict]], title: str, path: Path, split: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from runners.record import atomic_write
+    from core import atomic_write
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     ranks = sorted({lab.split("R=")[-1] for lab in lines if "R=" in lab})
@@ -171,7 +171,7 @@ def plot_energy(data: dict, title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from runners.record import atomic_write
+    from core import atomic_write
 
     svd, sp = dict(data.get("svd") or {}), dict(data.get("sparsity") or data.get("magnitude") or {})
     if "R" not in svd and "rank" in svd:  # scripts/energy_curves.py names them rank / magnitude

@@ -574,7 +574,7 @@ def summarize(
 def make_tables(
     runs_dir: Path, out_dir: Path, names=None, select: str | None = None, report=print
 ) -> list[Path]:
-    from runners.record import atomic_write
+    from core import atomic_write
 
     records, excluded = load_records(runs_dir)
     unmatched = [{"run_id": r.get("run_id", "?"), "reason": why, "record": r}

@@ -6,7 +6,7 @@ error stays out").
     python scripts/protocol_tables.py --check         # exit 1 on a DIFFERS / UNREVIEWED row or a stale doc
     python scripts/protocol_tables.py --out DIR --override train.eps=1e-7 loda_table1_e2e
 
-Per experiment the sweep is expanded as the runner does (runners/plan.py `expand`, seeds grouped by
+Per experiment the sweep is expanded as the runner does (runners/sweep.py `expand`, seeds grouped by
 runners/check_experiments.py `structures`); every arm is composed on the first task, and on each other
 task one arm per lr group and per method in BY_TASK (per-task settings: epochs, lr, SoRA's xi, AdaLoRA's
 schedule). Each config
@@ -265,7 +265,7 @@ class Run:
 
 def compose_runs(experiment: str, select: str, extra: list[str], compose) -> list[Run]:
     from runners.check_experiments import check_config, structures
-    from runners.plan import expand
+    from runners.sweep import expand
 
     groups = structures(expand([f"experiment={experiment}", *extra]))
     parsed = [(dict(x.split("=", 1) for x in key), key, seeds) for key, seeds in groups.items()]

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runners.logging import progress  # tqdm, silent off a TTY (decoding loops: use it too)
+from core import progress  # tqdm, silent off a TTY (decoding loops: use it too)
 
 
 class DataError(ValueError):

@@ -24,7 +24,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.base import ConfigError
+from core import ConfigError
 from tasks.base import DataError
 from tasks.metrics.e2e import e2e_scores
 from tasks.nlg import Config as NLGConfig

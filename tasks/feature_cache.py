@@ -16,7 +16,7 @@ parts in its metadata, and reads it back in later processes.
 
 Same inputs as the uncached path (issue 25 #10: Full FT, which cannot use a cache, and the LoRA
 arms, which do, must train under one data policy and one precision). The task's data policy
-(`tasks/vision.py` `data_policy`) is cached only where that is exact: `task.augment=none` caches the
+(`tasks/images.py` `data_policy`, read by tasks/vision.py) is cached only where that is exact: `task.augment=none` caches the
 un-augmented train view, which is all the uncached path reads too; `task.augment_views=k` caches the
 same k fixed views per image the uncached path draws from, and every use of an example picks one of
 them uniformly (torch's global generator: the run seed). A fresh augmentation per use cannot be
@@ -43,8 +43,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from adapters.base import ConfigError
+from core import ConfigError, atomic_write
 from tasks.base import TaskData
+from tasks.images import (
+    ImageDataset,
+    PixelCollate,
+    cacheable,
+    data_policy,
+    device_type,
+    precision_context,
+    processor_config,
+)
 
 CACHE_VERSION = 2  # 2: the data policy and the precision are in the key
 MEMORY_ENTRIES = 4
@@ -116,8 +125,6 @@ def extract(
     the first batch that the logits equal head(features) under the same autocast, i.e. that the
     head's input is all the model's output depends on.
     """
-    from tasks.vision import precision_context
-
     device = next(model.parameters()).device
     captured: list[torch.Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
@@ -155,8 +162,6 @@ def _load_disk(path: Path) -> dict[str, torch.Tensor] | None:
 def _save_disk(path: Path, tensors: dict[str, torch.Tensor], parts: dict) -> None:
     from safetensors.torch import save_file
 
-    from runners.record import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"key_parts": json.dumps(parts, sort_keys=True, default=str)}
     atomic_write(
@@ -166,8 +171,6 @@ def _save_disk(path: Path, tensors: dict[str, torch.Tensor], parts: dict) -> Non
 
 def cache_features(task, model: nn.Module, data: TaskData) -> TaskData:
     """`Vision.on_method`: swap image datasets for cached head inputs when the backbone is frozen."""
-    from tasks.vision import ImageDataset, PixelCollate, cacheable, data_policy, device_type, processor_config
-
     cfg = task.cfg
     mode = cfg.feature_cache
     if mode == "off":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from adapters.base import ConfigError
+from core import ConfigError
 from tasks.base import DataError, Task, TaskData
 from tasks.batching import encoder_pads, pad_collate
 from tasks.metrics.glue import MAIN_METRIC, TASKS, glue_metrics

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import ConfigError
-from runners.record import atomic_write
+from core import ConfigError, atomic_write
 from tasks.base import DataError, EvalContext, Task, TaskData
 from tasks.batching import pad_collate
 from tasks.decoding import BeamConfig, beam_search_batch

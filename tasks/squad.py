@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapters.base import ConfigError
-from runners.record import atomic_write
+from core import ConfigError, atomic_write
 from tasks.base import DataError, EvalContext, Task, TaskData
 from tasks.batching import encoder_pads, pad_collate
 from tasks.glue import SPLIT, parse_split

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import ConfigError
+from core import ConfigError
 from tasks.base import Task, TaskData
 
 

@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from adapters import METHODS
-from adapters.base import ConfigError
 from adapters.lowrank import LowRankLinear, lowrank_diagnostics
 from adapters.orthogonal import orthogonality_penalty
+from core import ConfigError
 from models import fnn as fnn_builder
 from models import hf as hf_builder
 from runners.config import heads_for, typed

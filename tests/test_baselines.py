@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from adapters import METHODS, export, partial_ft
-from adapters.base import ConfigError, Plan
+from adapters.base import Plan
 from adapters.sora import SoraLinear
+from core import ConfigError
 from models import hf as hf_builder
 from runners.config import heads_for, typed
 from runners.train import run

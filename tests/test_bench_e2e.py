@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from adapters.base import ConfigError
+from core import ConfigError
 from models import hf
 from runners.config import ROOT
 from tests.conftest import make_cfg

@@ -19,9 +19,9 @@ from conftest import make_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from adapters.base import ConfigError
+from core import ConfigError, atomic_write, disk_full, read_json
 from runners.config import ROOT, run_ids
-from runners.record import atomic_write, disk_full, read_json, save_checked, verify_checked
+from runners.record import save_checked, verify_checked
 from runners.store import RunStore
 from runners.train import RunStopped, run
 
@@ -103,7 +103,7 @@ def test_unreadable_json_and_lock_files_do_not_crash_the_store(tmp_path, monkeyp
 
 
 def test_a_torn_outcome_of_a_sweep_job_is_counted_not_a_traceback(tmp_path):
-    from runners.record import write_json
+    from core import write_json
     from runners.sweep import summarize
 
     write_json(tmp_path / "0" / "outcome.json", {"status": "success", "run_id": "aaa"})
@@ -164,17 +164,17 @@ def test_a_checkpoint_that_passes_its_checksum_but_does_not_fit_is_set_aside(cfg
 FILL = """
 import resource, runpy, signal, sys
 sys.path.insert(0, {root!r})
-import runners.train as train
+import runners.checkpoint as checkpoint
 limit, after = int(sys.argv.pop(1)), int(sys.argv.pop(1))
 saves = []
-original = train._save_checkpoint
+original = checkpoint.save
 def save(*args):
     if len(saves) == after:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process at the limit
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     saves.append(1)
     original(*args)
-train._save_checkpoint = save
+checkpoint.save = save
 sys.argv[0] = "run.py"
 runpy.run_path("run.py", run_name="__main__")
 """

@@ -168,7 +168,7 @@ def test_planned_steps_follow_the_runner_formula_and_official_sizes():
 
 def test_table1_sweep_is_297_runs_in_99_structures_of_three_seeds():
     from runners.check_experiments import structures
-    from runners.plan import expand
+    from runners.sweep import expand
 
     groups = _compose_in(lambda c: structures(expand(["experiment=rm_table1_glue"])))
     assert len(groups) == 99 and all(sorted(s) == ["1", "2", "3"] for s in groups.values())

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from adapters import METHODS
-from adapters.base import ConfigError
 from adapters.orthogonal import (
     OrthogonalityRegularizer,
     orthogonality_penalty,
     orthogonality_penalty_loop,
 )
+from core import ConfigError
 from runners.config import CONF, typed
 from tests.conftest import make_cfg
 from tests.test_fastpath import batches, build

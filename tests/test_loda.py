@@ -15,9 +15,9 @@ from transformers import GPT2Config
 
 from adapters import METHODS
 from adapters import loda as loda_mod
-from adapters.base import ConfigError
 from adapters.orthogonal import orthogonality_penalty
 from adapters.placement import FusedLowRank
+from core import ConfigError
 from runners.train import run
 from tests.test_placement import QV, apply, batch, gpt2_medium_meta, method_cfg, model_targets, tiny_gpt2
 

@@ -8,8 +8,9 @@ import types
 import pytest
 from omegaconf import OmegaConf
 
+from core import progress
 from runners.config import run_ids
-from runners.logging import Logger, build, flatten, progress
+from runners.logging import Logger, build, flatten
 from runners.train import run
 
 FAST_FNN = ("task.n_train=256", "task.n_test=128", "train.epochs=2", "task.batch_size=64")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from adapters.base import ConfigError
+from core import ConfigError
 from models.hf import build_model, build_tokenizer
 from runners.config import TRAIN_KEYS, typed
 from runners.train import run

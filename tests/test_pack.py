@@ -22,7 +22,7 @@ import torch
 from conftest import GLUE_DIR, make_cfg
 from safetensors.torch import load_file
 
-from adapters.base import ConfigError
+from core import ConfigError
 from runners import train
 from runners.config import ROOT, check_launcher, precheck
 from runners.sweep import packed, threads_per_job

@@ -11,10 +11,11 @@ from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from adapters import METHODS
-from adapters.base import ConfigError, match_modules
+from adapters.base import match_modules
 from adapters.lowrank import lowrank_diagnostics
 from adapters.orthogonal import orthogonality_penalty
 from adapters.placement import FusedLowRank, merge_all, parse_targets
+from core import ConfigError
 from runners.config import typed
 from tests.conftest import make_cfg
 

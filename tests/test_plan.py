@@ -10,7 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from runners.config import CONF, run_ids
-from runners.plan import expand, plan, strip_plan
+from runners.plan import plan, strip_plan
+from runners.sweep import expand
 
 
 def test_strip_plan():

@@ -20,7 +20,7 @@ import torch
 from conftest import make_cfg
 from safetensors.torch import load_file
 
-from adapters.base import ConfigError
+from core import ConfigError
 from runners.config import ROOT, check_overrides, precheck, run_ids
 from runners.train import RunStopped, run
 from tasks.base import DataError
@@ -72,7 +72,7 @@ def test_a_run_whose_method_parameters_never_change_is_frozen(cfg_factory, tmp_p
 
 
 def test_nan_metrics_are_written_as_null(tmp_path):
-    from runners.record import write_json
+    from core import write_json
 
     write_json(tmp_path / "r.json", {"a": float("nan"), "b": [float("inf"), 1.0], "c": {"d": -float("inf")}})
     assert strict_json(tmp_path / "r.json") == {"a": None, "b": [None, 1.0], "c": {"d": None}}

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from adapters import METHODS
-from adapters.base import ConfigError, Plan
+from adapters.base import Plan
 from adapters.sora import (
     Config,
     GateStep,
@@ -23,6 +23,7 @@ from adapters.sora import (
     soft_threshold,
     survival,
 )
+from core import ConfigError
 from runners.config import CONF, typed
 
 SST2_STEPS = 6315  # 67,349 examples / batch 32 → 2,105 steps per epoch × 3 epochs (RM-LoRA Table 4)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from adapters.base import ConfigError
+from core import ConfigError
 from models.hf import build_tokenizer
 from runners.config import heads_for
 from runners.train import run

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from adapters.base import ConfigError
+from core import ConfigError
 from models import hf
 from runners.config import CONF, ROOT
 

@@ -13,14 +13,14 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from adapters import METHODS
-from adapters.base import ConfigError
 from adapters.lowrank import LowRankLinear, lowrank_diagnostics, spectrum
+from core import ConfigError
 from models import hf
 from runners.config import CONF, TRAIN_KEYS, heads_for, lookup, typed
 from runners.train import run
 from scripts.make_synthetic_images import class_names, make_split, write_cifar, write_folder
 from tasks import feature_cache as fc
-from tasks import vision
+from tasks import images, vision
 from tasks.base import DataError
 
 N_CLASSES = 10
@@ -163,16 +163,16 @@ def test_bad_task_input_fails_in_one_line(cfg_factory, tmp_path):
 
 def test_augmentation_is_a_shift_and_or_flip():
     img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    assert vision.augment_image(img, "none", 0.25) is img
+    assert images.augment_image(img, "none", 0.25) is img
     g = torch.Generator().manual_seed(0)
-    flips = [vision.augment_image(img, "flip", 0.0, g) for _ in range(40)]
+    flips = [images.augment_image(img, "flip", 0.0, g) for _ in range(40)]
     same = sum(np.array_equal(f, img) for f in flips)
     assert 5 < same < 35 and all(np.array_equal(f, img) or np.array_equal(f, img[:, ::-1]) for f in flips)
     padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")
     crops = {(dy, dx): padded[dy : dy + 16, dx : dx + 16] for dy in range(9) for dx in range(9)}
     seen = set()
     for _ in range(40):
-        out = vision.augment_image(img, "crop_flip", 0.25, g)
+        out = images.augment_image(img, "crop_flip", 0.25, g)
         hits = [k for k, c in crops.items() if np.array_equal(out, c) or np.array_equal(out, c[:, ::-1])]
         assert hits, "not a crop of the reflect-padded image"
         seen.update(hits)
