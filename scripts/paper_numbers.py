@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from tasks.sizes import GLUE_TRAIN
+
 DATA = Path(__file__).resolve().with_name("paper_tables")
 # The order make_tables writes them in (and lists them in SUMMARY.md and --help).
 TABLE_NAMES = (
@@ -151,11 +153,12 @@ RM_TABLE1, RM_TABLE2, RM_TABLE3, RM_TABLE5, RM_VIT_FOOD, LODA_TABLE1, LODA_TABLE
 
 # RM-LoRA Table 4's SoRA columns, shown beside Table 1's SoRA rows by make_tables.
 _sora = _read(SORA_FILE)
-_SORA_KEYS = {"beside", "lr", "batches", "tasks", "train_sizes"}
+_SORA_KEYS = {"beside", "lr", "batches", "tasks"}
 _check_keys(_sora, _SORA_KEYS, _SORA_KEYS, f"{DATA / SORA_FILE}.yaml")
 SORA_SPARSITY_TABLE: str = _sora["beside"]
 # task -> (λ, "Sparsity" in %, epochs)
 SORA_TABLE4: dict[str, tuple] = {task: tuple(v) for task, v in _sora["tasks"].items()}
 SORA_TABLE4_LR: float = _sora["lr"]
 SORA_TABLE4_BATCHES: tuple[int, ...] = tuple(_sora["batches"])
-SORA_TABLE4_TRAIN: dict[str, int] = _sora["train_sizes"]  # GLUE train examples per task
+# GLUE train examples per task: the step counts of Table 4's setting (tasks/sizes.py holds the sizes)
+SORA_TABLE4_TRAIN: dict[str, int] = {task: GLUE_TRAIN[task.partition("/")[2]] for task in SORA_TABLE4}
