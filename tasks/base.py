@@ -154,3 +154,30 @@ def data_record(task_cls: type[Task], cfg) -> dict:
     files = {name: sha256_file(p) for name, p in sorted(task_cls.data_files(cfg).items()) if p.is_file()}
     fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
     return {"source": task_cls.data_source(cfg), "files": files, "fingerprint": fingerprint}
+
+
+# Shared by the file readers (SQuAD, E2E, DART): a bad byte or an empty split names its file.
+def read_text(path: Path) -> str:
+    """A data file's text: strict UTF-8 (a leading BOM dropped). A byte that is not UTF-8 names the
+    file, its line and byte offset and the fix."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: byte 0x{raw[e.start]:02x} at offset {e.start} is not UTF-8 ({e.reason}); "
+            f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def not_empty(rows: list, part: slice, where: str, split: str, what: str) -> list:
+    """`rows[part]`, refused when empty: the message names the file and whether it or the slice is."""
+    if not rows:
+        raise DataError(
+            f"{where} holds no {what}; is the file complete? (restore it or point task.files at another)"
+        )
+    if not rows[part]:
+        raise DataError(f"{where}: split {split!r} selects none of its {len(rows)} {what}; widen the slice")
+    return rows[part]

@@ -21,11 +21,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.base import DataError
+from tasks.base import DataError, read_text
 from tasks.metrics.dart import NUM_REFS, dart_scores, lora_tokenize, prepare
 from tasks.nlg import Config as NLGConfig
 from tasks.nlg import NLGTask, write_text
-from tasks.squad import read_text
 
 FILES = {
     "train": "dart-v1.1.1-full-train.json",

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import ConfigError
-from tasks.base import DataError
+from tasks.base import DataError, read_text
 from tasks.metrics.e2e import e2e_scores
 from tasks.nlg import Config as NLGConfig
 from tasks.nlg import NLGTask, write_text
-from tasks.squad import read_text
 
 FILES = {
     "lora": {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},

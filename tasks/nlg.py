@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import ConfigError, atomic_write
-from tasks.base import DataError, EvalContext, Task, TaskData
+from tasks.base import DataError, EvalContext, Task, TaskData, not_empty
 from tasks.batching import pad_collate
 from tasks.decoding import BeamConfig, beam_search_batch
-from tasks.squad import check_common, not_empty
+from tasks.squad import check_common
 
 SPLIT = re.compile(r"^(\w+)(?:\[(\d*):(\d*)\])?$")
 DECODE_PRECISIONS = ("fp32", "bf16")

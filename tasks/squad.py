@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from core import ConfigError, atomic_write
-from tasks.base import DataError, EvalContext, Task, TaskData
+from tasks.base import DataError, EvalContext, Task, TaskData, not_empty, read_text
 from tasks.batching import encoder_pads, pad_collate
 from tasks.glue import SPLIT, parse_split
 from tasks.metrics.squad import squad_scores
@@ -74,21 +74,6 @@ def check_common(cfg) -> None:
         raise ConfigError("task.eval_splits is empty; give at least one split, e.g. [validation]")
     if cfg.max_length < 16:
         raise ConfigError(f"task.max_length must be >= 16 tokens, got {cfg.max_length}")
-
-
-def read_text(path: Path) -> str:
-    """A data file's text: strict UTF-8 (a leading BOM dropped). A byte that is not UTF-8 names the
-    file, its line and byte offset and the fix (shared by the SQuAD, E2E and DART readers)."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: byte 0x{raw[e.start]:02x} at offset {e.start} is not UTF-8 ({e.reason}); "
-            f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
-    return text.removeprefix("\ufeff")
 
 
 def check_questions(rows: list[dict], where: str) -> list[dict]:
@@ -176,17 +161,6 @@ def load_split(cfg: Config, split: str) -> list[dict]:
     return not_empty(
         check_questions(rows, f"{cfg.hub_id} {split}"), slice(None), cfg.hub_id, split, "questions"
     )
-
-
-def not_empty(rows: list, part: slice, where: str, split: str, what: str) -> list:
-    """`rows[part]`, refused when empty: the message names the file and whether it or the slice is."""
-    if not rows:
-        raise DataError(
-            f"{where} holds no {what}; is the file complete? (restore it or point task.files at another)"
-        )
-    if not rows[part]:
-        raise DataError(f"{where}: split {split!r} selects none of its {len(rows)} {what}; widen the slice")
-    return rows[part]
 
 
 def as_squad_dataset(examples: list[dict]) -> list[dict]:
