@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,38 @@ def make_cfg(*overrides: str, results_dir: Path | None = None):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         extra = [f"paths.results_dir={results_dir}"] if results_dir else []
         return compose("config", overrides=[*overrides, *extra])
+
+
+def start_run(*argv: str) -> subprocess.Popen:
+    """`python run.py ARGV` in its own process group (as a terminal's foreground job: a signal to the
+    group reaches every process it starts), output merged and unbuffered, read line by line."""
+    return subprocess.Popen(
+        [sys.executable, "run.py", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[list[str]], bool], sig=signal.SIGINT) -> str:
+    """Reads `proc`'s output until `ready(lines so far)`, sends `sig` to its process group (SIGINT: what
+    Ctrl-C in a terminal does) and returns all its output once it exits; a group that outlives the
+    test is killed."""
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if ready(seen):
+                break
+        os.killpg(proc.pid, sig)
+        seen.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return "".join(seen)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from core import ConfigError
 from runners import train
 from runners.config import ROOT, check_launcher, precheck
 from runners.sweep import packed, threads_per_job
+from tests.conftest import interrupt_when, start_run
 
 TINY = (
     "model=tiny_deberta",
@@ -196,29 +196,10 @@ def test_ctrl_c_stops_every_packed_job_with_a_checkpoint(tmp_path):
     results = tmp_path / "r"
     # long runs (they cannot end by themselves during the test), 3 jobs on 2 workers: one waits
     args = ["task.n_train=8192", "task.n_test=64", "train.epochs=50", "train.batch_size=16", "method=lora"]
-    cmd = [sys.executable, "run.py", "-m", *args, "seed=1,2,3", "launcher=pack", "hydra.launcher.n_jobs=2"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [*cmd, f"paths.results_dir={results}"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
+    proc = start_run(
+        "-m", *args, "seed=1,2,3", "launcher=pack", "hydra.launcher.n_jobs=2", f"paths.results_dir={results}"
     )
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if sum("epoch 1/50" in s for s in seen) == 2:  # both workers are training
-                break
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        seen.append(proc.communicate(timeout=120)[0])
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    out = "".join(seen)
+    out = interrupt_when(proc, lambda seen: sum("epoch 1/50" in s for s in seen) == 2)  # both workers train
     assert proc.returncode == 130, out
     assert "sweep: 3 jobs: 3 interrupted" in out, out
     outcomes = [json.loads(p.read_text()) for p in results.glob("hydra/*/*/outcome.json")]
@@ -260,15 +241,8 @@ def test_workers_of_a_killed_sweep_stop_their_runs_and_exit(tmp_path):
     results = tmp_path / "r"
     # 2 long runs on 3 workers: two train, one stays idle (loky starts n_jobs workers)
     args = ["task.n_train=2048", "task.n_test=64", "train.epochs=400", "train.batch_size=16", "method=lora"]
-    cmd = [sys.executable, "run.py", "-m", *args, "seed=1,2", "launcher=pack", "hydra.launcher.n_jobs=3"]
-    proc = subprocess.Popen(
-        [*cmd, f"paths.results_dir={results}"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,  # its own process group: the cleanup below reaches every process
+    proc = start_run(
+        "-m", *args, "seed=1,2", "launcher=pack", "hydra.launcher.n_jobs=3", f"paths.results_dir={results}"
     )
     seen, children = [], []
     try:

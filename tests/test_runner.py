@@ -17,6 +17,7 @@ from adapters.base import ConfigError
 from runners.config import ROOT, check_overrides, options
 from runners.train import run
 from tasks.base import DataError
+from tests.conftest import interrupt_when, start_run
 
 VALID_METHODS = ", ".join(sorted(METHODS))  # grows with every method; == options("method")
 
@@ -407,32 +408,10 @@ def test_a_string_where_a_list_belongs_is_refused_not_read_letter_by_letter(over
 @pytest.mark.slow
 def test_ctrl_c_stops_a_single_run_with_exit_130_and_an_interrupted_record(tmp_path):
     """As sweeps do: 130 (a shell's code for Ctrl-C), a checkpoint and an `interrupted` record; it was 1."""
-    import os
-    import signal
-
     results = tmp_path / "r"
     args = ["task.n_train=2048", "task.n_test=64", "train.epochs=400", "train.batch_size=16", "method=lora"]
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *args, f"paths.results_dir={results}"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if "epoch 1/400" in line:
-                break
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        seen.append(proc.communicate(timeout=120)[0])
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    out = "".join(seen)
+    proc = start_run(*args, f"paths.results_dir={results}")
+    out = interrupt_when(proc, lambda seen: "epoch 1/400" in seen[-1])
     assert proc.returncode == 130, out
     assert "error: interrupted: stopped by SIGINT" in out, out
     (path,) = (results / "runs").glob("*.json")
