@@ -70,6 +70,11 @@ def _m(r, names, key):
     return r.method.get(key) if r.method["name"] in names else None
 
 
+def _of(name: str, fmt: str):
+    """A probe of method `name`'s settings, `fmt` formatted with its method config (None elsewhere)."""
+    return lambda r: fmt.format(**r.method) if r.method["name"] == name else None
+
+
 def _mask(r):
     m = r.method
     if m.get("mask_directions") is None and m.get("mask_fraction") is None:
@@ -193,17 +198,13 @@ PROBES = {  # key: (setting, value of one run or None where it does not apply)
     ),
     "adalora.budget": (
         "AdaLoRA rank init -> target",
-        lambda r: (
-            f"{_m(r, {'adalora'}, 'init_r')} -> {r.method.get('target_r')}"
-            if r.method["name"] == "adalora"
-            else None
-        ),
+        _of("adalora", "{init_r} -> {target_r}"),
     ),
     "adalora.alpha": ("AdaLoRA alpha", lambda r: _m(r, {"adalora"}, "alpha")),
     "adalora.schedule": ("AdaLoRA tinit / tfinal / deltaT (as run)", _adalora_schedule),
     "adalora.betas": (
         "AdaLoRA beta1 / beta2",
-        lambda r: f"{r.method['beta1']}, {r.method['beta2']}" if r.method["name"] == "adalora" else None,
+        _of("adalora", "{beta1}, {beta2}"),
     ),
     "adalora.orth": ("AdaLoRA orthogonality weight", lambda r: _m(r, {"adalora"}, "orth_reg_weight")),
     "sora.rank": ("SoRA rank", lambda r: _m(r, {"sora"}, "rank")),
@@ -211,11 +212,7 @@ PROBES = {  # key: (setting, value of one run or None where it does not apply)
     "sora.xi": ("SoRA xi (sparse_lambda_2)", lambda r: _m(r, {"sora"}, "sparse_lambda")),
     "sora.gate": (
         "SoRA gate step (rule, lr, eps)",
-        lambda r: (
-            f"{r.method['gate_rule']}, {r.method['gate_lr']:g}, {r.method['gate_eps']:g}"
-            if r.method["name"] == "sora"
-            else None
-        ),
+        _of("sora", "{gate_rule}, {gate_lr:g}, {gate_eps:g}"),
     ),
     "sora.l1": ("SoRA L1 loss weight eta", lambda r: _m(r, {"sora"}, "l1_weight")),
     "loda.f1": (
