@@ -213,16 +213,21 @@ def test_e2e_evaluation_decodes_groups_scores_and_saves(tokenizer, tmp_path):
     assert (out / "scores.json").is_file()
 
 
-def test_dart_evaluation_writes_generation_eval_layout(tokenizer, tmp_path):
-    cfg = DartConfig(
+def _dart_eval_cfg(max_eval_samples: int) -> DartConfig:
+    """A small DART evaluation on the dev file: 2 beams, no Java metrics."""
+    return DartConfig(
         data_dir=str(DART_DIR),
         train_split="validation[:5]",
         eval_splits=["validation"],
         num_beams=2,
         max_new_tokens=60,
-        max_eval_samples=5,
+        max_eval_samples=max_eval_samples,
         java_metrics=False,
     )
+
+
+def test_dart_evaluation_writes_generation_eval_layout(tokenizer, tmp_path):
+    cfg = _dart_eval_cfg(max_eval_samples=5)
     scores, items, out = oracle_eval(Dart(cfg), tokenizer, tmp_path, [[EOS]])
     refs = [(out / f"reference{k}").read_text().splitlines() for k in range(6)]
     for i, it in enumerate(items):
@@ -238,15 +243,7 @@ def test_dart_evaluation_writes_generation_eval_layout(tokenizer, tmp_path):
 def test_dart_files_are_what_eval_py_reads_and_give_the_record_numbers(tokenizer, tmp_path):
     """LoRA writes DART files with `gpt2_decode.py --tokenize --lower` and eval.py scores them as
     they are: the written files, scored without any preprocessing, give the record's numbers."""
-    cfg = DartConfig(
-        data_dir=str(DART_DIR),
-        train_split="validation[:5]",
-        eval_splits=["validation"],
-        num_beams=2,
-        max_new_tokens=60,
-        max_eval_samples=6,
-        java_metrics=False,
-    )
+    cfg = _dart_eval_cfg(max_eval_samples=6)
     # outputs unlike their references in case and spacing: upper-cased, a reference, a shortened one
     texts = [lambda r: r[0].upper(), lambda r: r[-1], lambda r: " ".join(r[0].split()[:-2])]
     scores, items, out = oracle_eval(Dart(cfg), tokenizer, tmp_path, [[EOS]], lambda i, r: texts[i % 3](r))
