@@ -133,17 +133,16 @@ def _decide(store: RunStore, stack: ExitStack, force: bool, data: dict, state) -
     verdict = ("train", None)
     old = None
     if state.is_main_process:
-        locked = not stack.enter_context(store.lock())
-        if not locked:  # an unreadable published record: restored from its attempt's copy, or set aside
-            store.restore_record()
-        if locked:
+        if not stack.enter_context(store.lock()):
             verdict = ("locked", None)
-        elif (old := store.success()) and not force and not (stale := _stale_data(old, data)):
-            verdict = ("skipped", None)
         else:
-            if old and not force:  # done, but over other data: train again, keep the old record
-                print(f"retrain {store.run_id}: {stale}; old record kept at {store.set_aside(old)}")
-            verdict = ("train", str(store.resumable() or store.new_attempt()))
+            store.restore_record()  # an unreadable published record: restored from its attempt's copy
+            if (old := store.success()) and not force and not (stale := _stale_data(old, data)):
+                verdict = ("skipped", None)
+            else:
+                if old and not force:  # done, but over other data: train again, keep the old record
+                    print(f"retrain {store.run_id}: {stale}; old record kept at {store.set_aside(old)}")
+                verdict = ("train", str(store.resumable() or store.new_attempt()))
     return _from_main(verdict, state), old
 
 
