@@ -36,7 +36,7 @@ smoke: setup  ## tiny DeBERTa on real CoLA TSVs, every method
 LAUNCHER ?= local
 EXPERIMENTS := $(filter-out %_smoke,$(basename $(notdir $(wildcard conf/experiment/*.yaml))))
 # every smoke variant (all their methods and tasks exist now)
-SMOKE_READY ?= rm_table1_glue rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart minilm_glue loda_a1_energy
+SMOKE_READY ?= rm_table1_glue rm_table2_squad_deberta rm_table3_squad_gpt2 rm_vit_classifier loda_table1_e2e loda_table2_dart minilm_glue loda_a1_energy peft_variants_glue
 
 exp-%: setup  ## exp-<experiment>: the full sweep (resumable; LAUNCHER=local|submitit_local|slurm)
 	$(BIN)/python run.py experiment=$* launcher=$(LAUNCHER)
@@ -88,6 +88,7 @@ ci-experiments: setup  ## CI: check-experiments, the ready smoke sweeps, then ma
 	$(BIN)/python scripts/make_tables.py
 	$(BIN)/python scripts/make_figures.py --curves tiny_deberta:glue/cola
 	test -s results/tables/rm_table1_glue_smoke.md && test -s results/tables/minilm_glue.csv
+	test -s results/tables/peft_variants_glue_smoke.md
 	test -s results/figures/curves_tiny_deberta_glue_cola.png && test -s results/figures/rm_fig1_cifar100_smoke.png
 	test -s results/figures/a1_energy_tiny_gpt2_block0.png
 

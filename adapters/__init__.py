@@ -4,7 +4,7 @@ Each module has a `Config` dataclass (validated in `__post_init__`) and
 `apply(model, cfg, targets, heads, generator) -> adapters.base.Method`.
 """
 
-from adapters import adalora, bottleneck, ft, loda, lora, partial_ft, prefix, sora
+from adapters import adalora, bottleneck, ft, loda, lora, partial_ft, peft_tuner, prefix, sora
 
 METHODS = {
     "ft": ft,
@@ -25,4 +25,6 @@ METHODS = {
     "sora": sora,  # gated LoRA, the official SparseAdamW gate step, zero ranks removed at the end
     "ft_qv": partial_ft,  # FT^{Wq,Wv}: q and v projections fully (model.partial_ft.qv)
     "ft_top2": partial_ft,  # FT^Top2: the last two blocks (model.partial_ft.top2)
+    "peft": peft_tuner,  # any HF PEFT tuner by config class + kwargs (conf/method/peft.yaml)
+    **{f"peft_{p}": peft_tuner for p in peft_tuner.PRESETS},  # its presets, conf/method/peft/<p>.yaml
 }

@@ -25,7 +25,8 @@ Every row times the runner's step sequence in a plain eager loop (autocast bf16 
     AdamW.step → method.after_step → zero_grad(set_to_none=True)
 with no host sync inside the loop; `--warmup` untimed steps (includes compile time with `--compile`,
 reported as warmup_s), then `--steps` timed steps between two `torch.cuda.synchronize()` on GPU.
-Rows: full_ft, peft_lora (installed `peft`, the baseline of the ratios), lora, r_lora, gm_lora,
+Rows: full_ft, peft_lora (installed `peft`, the baseline of the ratios), dora and pissa (stock PEFT
+LoraConfig(use_dora=True) / init_lora_weights="pissa", peft_lora's targets and settings), lora, r_lora, gm_lora,
 rm_lora, rm_lora_strict, loda, and `<method>_plain` = the same method with `method.fast=false` (the
 per-module reference loops the fast path replaced). Output: a table on stdout and a JSON file
 (ms/step, tokens/s, peak memory on CUDA, ratios vs peft_lora and vs our lora, device, versions, date).
@@ -63,6 +64,8 @@ from runners.config import CONF, register_resolvers, typed  # noqa: E402
 ROWS = [
     "full_ft",
     "peft_lora",
+    "dora",
+    "pissa",
     "lora",
     "r_lora",
     "r_lora_plain",
@@ -162,8 +165,8 @@ def method_for(row: str, workload: dict, model, device):
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     heads = model_cfg["head_modules"]
     heads = heads.get("sequence_classification", []) if isinstance(heads, dict) else heads
-    if row == "peft_lora":
-        return peft_lora(model, workload, model_cfg, heads)
+    if row in PEFT_ROWS:
+        return peft_lora(model, workload, model_cfg, heads, **PEFT_ROWS[row])
     name, over = row.removesuffix("_plain"), []
     if row.endswith("_plain"):
         over.append("method.fast=false")
@@ -178,8 +181,20 @@ def method_for(row: str, workload: dict, model, device):
     return method.model, [p for _, p in method.optimizer_parameters()], method
 
 
-def peft_lora(model, workload, model_cfg, heads):
-    """Stock PEFT LoRA: the same regexes (GPT-2: the whole c_attn), alpha/r as ours, head trained."""
+# Stock PEFT rows: LoraConfig keyword arguments on top of peft_lora's (same targets, r, alpha, head).
+# DoRA (Liu et al. 2024) adds a trained magnitude vector and a column-norm per forward; PiSSA (Meng et
+# al. 2024) only changes the init (A, B from the top-r SVD of W, W replaced by its residual), so its
+# step should cost what peft_lora's does: a check on the row, not an assumption.
+PEFT_ROWS = {
+    "peft_lora": {},
+    "dora": {"use_dora": True},
+    "pissa": {"init_lora_weights": "pissa"},  # exact SVD at setup (untimed); "pissa_niter_K" is the fast one
+}
+
+
+def peft_lora(model, workload, model_cfg, heads, **extra):
+    """Stock PEFT LoRA: the same regexes (GPT-2: the whole c_attn), alpha/r as ours, head trained;
+    `extra`: more LoraConfig keyword arguments (the dora / pissa rows)."""
     from peft import LoraConfig, get_peft_model
 
     if workload["arch"] == "gpt2":
@@ -190,7 +205,9 @@ def peft_lora(model, workload, model_cfg, heads):
         save = ["pooler", "classifier"]
     del heads  # PEFT names modules_to_save by module name, not by regex
     r = workload["rank"]
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, modules_to_save=save, lora_dropout=0.0)
+    config = LoraConfig(
+        r=r, lora_alpha=2 * r, target_modules=targets, modules_to_save=save, lora_dropout=0.0, **extra
+    )
     peft_model = get_peft_model(model, config)
     return peft_model, [p for p in peft_model.parameters() if p.requires_grad], None
 

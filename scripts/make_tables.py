@@ -17,7 +17,8 @@ the paper's value, and Δ = ours − paper. Per column the best of our means is 
   (e.g. smoke runs with different sample caps), the one with the most seeds is used and the others are
   named in the footer.
 * std: sample std (ddof = 1) over seeds; with n = 1 it is not defined and shown as "n=1".
-* Significance vs LoRA at the same rank: Welch's two-sample t-test (`scipy.stats.ttest_ind`,
+* Significance vs LoRA at the same rank (a table whose rows name other baselines says which in its notes,
+  e.g. RM-DoRA vs DoRA): Welch's two-sample t-test (`scipy.stats.ttest_ind`,
   `equal_var=False`), two-sided; assumes independent seeds and roughly normal scores. `†` p < 0.05,
   `‡` p < 0.01 (not `*`, which Markdown reads as emphasis). With 3 seeds per side (df ≈ 2–4) only differences of several stds register: a missing
   mark means "not shown", never "equal". No correction for the many cells tested.
@@ -406,13 +407,20 @@ def header(table: Table) -> list[str]:
     return ["method", f"# T / I ({unit}, {head})", *(c.title for c in table.columns)]
 
 
+def baseline_text(table: Table) -> str:
+    """What † / ‡ compare with: the papers' tables test against plain LoRA at the same rank; a table
+    whose rows name other baselines (peft_variants_glue: RM-DoRA vs DoRA) says so in its notes."""
+    bases = {b.match.get("method.name") for r in table.rows for b in table.rows if b.label == r.vs}
+    return "LoRA at the same rank" if bases <= {"lora"} else "each row's baseline row (see the notes)"
+
+
 def footer(table: Table, built: dict, model: str, select: str) -> list[str]:
     cells = [c for row in built["cells"].values() for c in row.values()]
     used = sorted({r for c in cells for r in c.run_ids})
     lines = [
         f"Model: `{model}`. Cells: {'best' if select == 'best' else 'final'} epoch of each run, mean ± sample "
         f"std over seeds (n = number of seeds). Bold: best of our means per column.",
-        f"Significance vs LoRA at the same rank: {TEST_NAME}; † p < 0.05, ‡ p < 0.01. With 3 seeds per side "
+        f"Significance vs {baseline_text(table)}: {TEST_NAME}; † p < 0.05, ‡ p < 0.01. With 3 seeds per side "
         "the test detects only differences of several standard deviations; no mark does not mean no difference.",
         f"Records used: {len(used)} runs; filled cells: {sum(c.n > 0 for c in cells)} of {len(cells)}.",
         *table.notes,

@@ -46,6 +46,7 @@ TABLE_NAMES = (
     "loda_table1_e2e",
     "loda_table2_dart",
     "minilm_glue",
+    "peft_variants_glue",
 )
 SORA_FILE = "rm_table4_sora"
 
@@ -149,7 +150,9 @@ def load_table(name: str) -> Table:
 
 
 TABLES: dict[str, Table] = {name: load_table(name) for name in TABLE_NAMES}
-RM_TABLE1, RM_TABLE2, RM_TABLE3, RM_TABLE5, RM_VIT_FOOD, LODA_TABLE1, LODA_TABLE2, MINILM = TABLES.values()
+RM_TABLE1, RM_TABLE2, RM_TABLE3, RM_TABLE5, RM_VIT_FOOD, LODA_TABLE1, LODA_TABLE2, MINILM, PEFT_VARIANTS = (
+    TABLES.values()
+)
 
 # RM-LoRA Table 4's SoRA columns, shown beside Table 1's SoRA rows by make_tables.
 _sora = _read(SORA_FILE)

@@ -30,6 +30,7 @@ PRINTED = {
     "loda_table1_e2e": (14, "bleu nist meteor rouge cider"),
     "loda_table2_dart": (14, "bleu meteor ter"),
     "minilm_glue": (0, "cola stsb_p stsb_s wnli rte mrpc_acc mrpc_f1 sst2"),
+    "peft_variants_glue": (0, "cola stsb_p stsb_s wnli rte mrpc_acc mrpc_f1 sst2"),  # issue 29 (H4)
 }
 SORA_TASKS = 9  # Table 4's rows: every GLUE task
 

@@ -24,6 +24,7 @@ def fake(run_id, method, rank, task, seed, evals, *, model="tiny_deberta", statu
         "name": method,
         **({"rank": rank} if rank else {}),
         **(GLUE_PLAIN if method == "lora" else {}),
+        **({"alpha": 32} if method in ("lora", "r_lora", "rm_lora") else {}),  # Table 1's arms (conf/arm/glue/)
     }
     method_cfg.update(extra or {})
     rec = {
@@ -80,6 +81,8 @@ def glue_runs(tmp_path):
     recs.append(fake("rmbad", "rm_lora", 4, "glue/cola", 9, {"mcc": 99.0}, status="diverged"))
     # `method=lora` with the regularizer on is not plain LoRA: must not land in the LoRA row
     recs.append(fake("lreg", "lora", 4, "glue/cola", 5, {"mcc": -1.0}, extra={"reg_weight": 0.1}))
+    # another experiment's LoRA at alpha 16 (minilm_glue's, peft_variants_glue's arms): not a Table 1 run
+    recs.append(fake("l16", "lora", 4, "glue/cola", 6, {"mcc": -2.0}, extra={"alpha": 16}))
     # the paper's model, one seed: fills the full table only
     recs.append(fake("full0", "lora", 4, "glue/cola", 0, {"mcc": 0.681}, model="deberta_v3_base"))
     # methods/tasks that no table knows and an unreadable file: ignored, never a crash
