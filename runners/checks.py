@@ -147,6 +147,8 @@ def check_train(t: TrainConfig) -> None:
             f"train.compile_scope must be one of {', '.join(COMPILE_SCOPES)}, got {t.compile_scope!r}"
         )
     _int(t.compile_min_steps, "compile_min_steps", low=0)
+    if t.compile_cache not in (True, False):  # issue 28 (H2): runners/compile_cache.py
+        raise ConfigError(f"train.compile_cache must be true or false, got {t.compile_cache!r}")
     if t.pad_to_multiple_of not in ("auto", None):
         _int(t.pad_to_multiple_of, "pad_to_multiple_of")
     if t.eval_epochs is not None:

@@ -29,8 +29,10 @@ NOT_HASHED_TRAIN = (
     "compile_mode",
     "compile_scope",
     "compile_min_steps",
+    "compile_cache",
     "pad_to_multiple_of",
     "fused_optimizer",
+    "length_chunks",
 )
 NOT_HASHED_METHOD = ("fast",)  # batched vs per-module loops: the same training to float tolerance
 TOP_KEYS = ("seed", "device", "train", "diagnostics", "model", "task", "method", *NOT_HASHED)
@@ -85,8 +87,10 @@ class TrainConfig:
     compile_mode: str = "reduce-overhead"
     compile_scope: str = "blocks"  # blocks: the repeated layers (one compile for all) | model
     compile_min_steps: int = 1000  # compile=auto compiles runs of at least this many optimizer steps
+    compile_cache: bool = True  # compiled runs share torch's cache artifacts (runners/compile_cache.py)
     pad_to_multiple_of: int | str | None = "auto"  # auto: 32 when compiling, else exact dynamic padding
     fused_optimizer: bool | str = "auto"  # fused AdamW kernel; auto: CUDA
+    length_chunks: int = 1  # >1: each batch as this many micro-batches of similar length (less padding)
 
 
 def _pkg_dir(package: str, sub: str = "") -> str:

@@ -18,7 +18,9 @@ What runs (each a `train.*` key; `auto` decides per device and run; none changes
   "default" (CUDA-graph trees overwrite accumulated gradients: pytorch/pytorch#169545), said in the
   record's `env.fast_path.note`.
   Compiled code is cached on disk under `<results_dir>/.cache/inductor` (`TORCHINDUCTOR_CACHE_DIR`,
-  unless the user set it), so the later runs of a sweep load kernels instead of compiling them.
+  unless the user set it), so the later runs of a sweep load kernels instead of compiling them; on
+  other nodes, torch's portable cache artifacts saved with the experiment do the same
+  (`train.compile_cache`, runners/compile_cache.py).
 - `train.pad_to_multiple_of` (auto: 32 when compiling, else exact dynamic padding): token batches
   are right-padded to a multiple of this length with the task's own pad values
   (`TaskData.pad_values`), so compiled code sees a handful of lengths instead of one per batch.
@@ -96,7 +98,7 @@ def use_cache_dir(results_dir: str | Path) -> str:
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+    if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):  # "" would mean the cwd
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(results_dir).resolve() / ".cache" / "inductor")
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, default_collate
 
@@ -24,6 +24,7 @@ from core import ConfigError
 from runners import fastpath
 from runners.checks import fingerprints
 from runners.config import TrainConfig, heads_for
+from tasks import batching
 from tasks.base import Task
 
 
@@ -64,6 +65,8 @@ class Parts:
     cudagraphs: bool = False
     watched: dict = field(default_factory=dict)  # method parameters' fingerprints (runners/checks.py)
     trained: list[torch.nn.Parameter] = field(default_factory=list)  # the only ones with gradients
+    plain: bool = False  # one process, no loss scaler: the loop calls torch directly (`backward`, `clip`)
+    warmup: object = None  # compiled runs: a compile_cache.WarmUp (the record's timing.warmup_s)
 
     @property
     def main(self) -> bool:
@@ -73,11 +76,24 @@ class Parts:
     def distributed(self) -> bool:
         return self.acc.num_processes > 1
 
-    def to_device(self, batch: dict) -> dict:
+    def to_device(self, batch: dict | list[dict]) -> dict | list[dict]:
+        if isinstance(batch, list):  # micro-batches of one batch (train.length_chunks)
+            return [self.to_device(b) for b in batch]
         # non_blocking: pinned batches (CUDA) copy asynchronously, others as before
         return {
             k: v.to(self.acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # accelerate's backward divides by its own accumulation steps (1 here: the loop divides) and
+        # picks a scaler or engine; with neither it is loss.backward() plus a kernel
+        loss.backward() if self.plain else self.acc.backward(loss)
+
+    def clip(self, max_norm: float) -> torch.Tensor:
+        """Clips the trained parameters' gradient norm to `max_norm`; returns the norm before."""
+        if self.plain:  # accelerate's clip_grad_norm_ is this after an unscale pass that has no scaler
+            return torch.nn.utils.clip_grad_norm_(self.clipped, max_norm)
+        return self.acc.clip_grad_norm_(self.clipped, max_norm)
 
     def forward_for(self, step: int, batch: dict):
         """(model, loss terms, scope) to train `batch` with: eager until the first step is taken, then
@@ -94,6 +110,8 @@ class Parts:
 def build(spec: RunSpec, record: dict) -> Parts:
     """Builds every part in order, noting in `record` what the config alone does not say."""
     t, device = spec.t, spec.device
+    if isinstance(t.length_chunks, bool) or not isinstance(t.length_chunks, int) or t.length_chunks < 1:
+        raise ConfigError(f"train.length_chunks must be an integer >= 1 (1: off), got {t.length_chunks!r}")
     seed_everything(spec.cfg.seed)
     task, model, method, data, counts_start = _task_and_method(spec, record)
     acc = _accelerator(t, device, record)
@@ -102,6 +120,8 @@ def build(spec: RunSpec, record: dict) -> Parts:
     epochs = math.ceil(total_steps / steps_per_epoch)
     fast = fastpath.resolve(t, device, total_steps)
     record["env"]["fast_path"] = fast.describe()
+    if t.length_chunks > 1:
+        _check_length_chunks(t, acc, fast)
     loader, evals, order = _loaders(data, t, device, spec.cfg.seed, fast)
     method.setup(
         Plan(
@@ -118,11 +138,16 @@ def build(spec: RunSpec, record: dict) -> Parts:
     warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_ratio * total_steps)
     scheduler = linear_schedule(optimizer, warmup, total_steps)
     model, optimizer = acc.prepare(model, optimizer)
+    # one process without a loss scaler (fp32, bf16): accelerate's optimizer wrapper adds per-step
+    # checks and nothing else; the loop steps torch's optimizer itself (tests/test_host_loop.py)
+    plain = acc.num_processes == 1 and acc.scaler is None and acc.distributed_type == DistributedType.NO
+    if plain:
+        optimizer = optimizer.optimizer
     if acc.num_processes > 1:  # each process takes its slice of every global batch (same order everywhere)
         loader = acc.prepare(loader)
     parts = Parts(
         t, task, method, acc, model, acc.unwrap_model(model), optimizer, scheduler, loader, evals, order,
-        total_steps, epochs, clipped=[p for _, p in params], counts_start=counts_start,
+        total_steps, epochs, clipped=[p for _, p in params], counts_start=counts_start, plain=plain,
     )  # fmt: skip
     if fast.compile_mode is not None:
         parts.compiled = _compile(parts, fast.compile_mode, spec.cfg.paths.results_dir, record)
@@ -137,6 +162,13 @@ def _task_and_method(spec: RunSpec, record: dict):
     training): the data files are read and checked first, cheap failures before models."""
     cfg = spec.cfg
     task = spec.task_mod.TASK(spec.task_cfg)
+    if spec.t.length_chunks > 1 and (task.head or {}).get("type") != "sequence_classification":
+        # the micro-batches' losses are weighted by their share of the rows: right for a loss that is
+        # a mean over examples, wrong for one that is a mean over tokens (language modelling, spans)
+        raise ConfigError(
+            f"train.length_chunks={spec.t.length_chunks} needs a sequence-classification task (a loss that "
+            f"is a mean over examples, e.g. GLUE); {task.label(spec.task_cfg)} is not one: set train.length_chunks=1"
+        )
     tokenizer = spec.builder.build_tokenizer(cfg.model, task.texts())
     model = spec.builder.build_model(cfg.model, task.head, tokenizer)
     data = task.build(model, tokenizer)  # from the frozen base model (the synthetic target needs it)
@@ -186,7 +218,9 @@ def _loaders(data, t: TrainConfig, device: torch.device, seed: int, fast: fastpa
     """The shuffled training loader, one eval loader per split, and the data order's generator."""
     collate = data.collate or default_collate
     eval_collate = data.eval_collate or collate  # evaluation is eager: exact padding
-    if fast.pad_to_multiple_of and data.pad_values:
+    if t.length_chunks > 1 and data.pad_values:  # micro-batches, each padded to its own longest row
+        collate = batching.chunked(collate, data.pad_values, t.length_chunks, fast.pad_to_multiple_of)
+    elif fast.pad_to_multiple_of and data.pad_values:
         collate = fastpath.bucketed(collate, data.pad_values, fast.pad_to_multiple_of)
     order = torch.Generator().manual_seed(seed)  # the data order's own stream
     loader = DataLoader(
@@ -206,13 +240,44 @@ def _loaders(data, t: TrainConfig, device: torch.device, seed: int, fast: fastpa
     return loader, evals, order
 
 
+def _check_length_chunks(t: TrainConfig, acc: Accelerator, fast: fastpath.FastPath) -> None:
+    """train.length_chunks > 1 runs each batch as micro-batches of their own shapes: not under CUDA
+    graphs (each shape a recording; `Parts.forward_for` would run them eager) nor several processes
+    (accelerate splits a batch dict, not a list of them)."""
+    if fastpath.uses_cudagraphs(fast.compile_mode):
+        raise ConfigError(
+            f"train.length_chunks={t.length_chunks} runs micro-batches of many shapes, which CUDA graphs "
+            f"would record one by one: set train.compile=false or train.compile_mode=default"
+        )
+    if acc.num_processes > 1:
+        raise ConfigError(
+            f"train.length_chunks={t.length_chunks} is single-process only ({acc.num_processes} processes): "
+            f"set train.length_chunks=1"
+        )
+
+
 def _compile(parts: Parts, mode: str, results_dir: str, record: dict) -> tuple:
-    """(forward, loss terms, scope), used from the second step on (`Parts.forward_for`)."""
+    """(forward, loss terms, scope), used from the second step on (`Parts.forward_for`); the shared
+    compile cache loaded first and the warm-up clock started (runners/compile_cache.py)."""
+    from runners.compile_cache import ArtifactCache, WarmUp, key_parts
+
     fast_path = record["env"]["fast_path"]
     fast_path["inductor_cache"] = fastpath.use_cache_dir(results_dir)
     # a new model and backend per run: earlier runs' entries (a sweep in one process) would only
     # fill Dynamo's per-function recompile limit (8), past which it runs that function eager
     torch._dynamo.reset()
+    cache = None
+    if parts.t.compile_cache:
+        from torch.compiler._cache import CacheArtifactManager
+
+        CacheArtifactManager.clear()  # the file gets this run's entries, not an earlier run's in this process
+        fast_path["compile_cache"] = state = {}
+        key = key_parts(
+            record["config"], parts.acc.device, mode, parts.t.compile_scope,
+            fast_path["pad_to_multiple_of"], record["env"]["precision"],
+        )  # fmt: skip
+        cache = ArtifactCache(results_dir, key, state)
+        cache.load()  # before the first compile: its entries land in the (maybe empty) inductor dir
     method, device = parts.method, parts.acc.device
     loss_terms = method.autograd_loss
     if method.autograd_terms:
@@ -223,7 +288,15 @@ def _compile(parts: Parts, mode: str, results_dir: str, record: dict) -> tuple:
         parts.model, parts.t.compile_scope, mode, device, dynamic=True
     )
     fast_path["compiled"] = what  # e.g. "12 blocks (DebertaV2Layer)", or "model"
-    return forward, loss_terms, scope
+    parts.warmup = warmup = WarmUp(parts.optimizer, cache if parts.main else None)
+
+    @contextmanager
+    def timed_scope():  # a compiled step begins with its first forward
+        warmup.step_begins()
+        with scope():
+            yield
+
+    return forward, loss_terms, timed_scope
 
 
 def _optimizer(

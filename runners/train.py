@@ -40,7 +40,7 @@ from runners.checkpoint import acc_state_to as acc_state_to  # noqa: F401  (its 
 from runners.checks import check_finite, check_run_config, unchanged
 from runners.config import TRAIN_KEYS, TrainConfig, lookup, run_ids, typed
 from runners.logging import build as build_logger
-from runners.parts import Parts, RunSpec, build
+from runners.parts import Parts, RunSpec, _rows, build
 from runners.parts import linear_schedule as linear_schedule  # noqa: F401  (its old home)
 from runners.record import environment
 from runners.state import EpochSums, Progress, RunStopped
@@ -284,8 +284,11 @@ class _Loop:
         progress.train_time += time.perf_counter() - self.tic
         return sums
 
-    def _forward_backward(self, batch: dict, sums: EpochSums) -> torch.Tensor:
-        """One batch's loss, its gradients added to the accumulated ones; returns its total loss."""
+    def _forward_backward(self, batch: dict | list[dict], sums: EpochSums) -> torch.Tensor:
+        """One batch's loss, its gradients added to the accumulated ones; returns its total loss.
+        A list is one batch as micro-batches of similar length (`train.length_chunks`)."""
+        if isinstance(batch, list):
+            return self._chunks_forward_backward(batch, sums)
         p = self.parts
         model, extra_loss, scope = p.forward_for(self.progress.step, batch)
         if p.cudagraphs:
@@ -294,7 +297,7 @@ class _Loop:
             loss, preds, y = p.task.forward(model, batch)
             reg = extra_loss()
             total = loss if reg is None else loss + reg
-        p.acc.backward(total / p.t.grad_accum)
+        p.backward(total / p.t.grad_accum)
         analytic = p.method.add_loss_grads(1 / p.t.grad_accum)  # terms whose gradient is closed-form
         if analytic is not None:
             reg = analytic if reg is None else reg.detach() + analytic
@@ -303,11 +306,41 @@ class _Loop:
         self.pending.append(total.detach().to(torch.float32, copy=True))
         return total
 
+    def _chunks_forward_backward(self, chunks: list[dict], sums: EpochSums) -> torch.Tensor:
+        """`_forward_backward` of one batch given as micro-batches (tasks/batching.py `split_by_length`):
+        each one's loss, a mean over its rows, weighted by its share of the batch's rows, and the
+        method's loss terms counted once (with the first), so the gradients sum to the whole batch's
+        and the returned loss is its mean, to float tolerance (tests/test_length_chunks.py). Dropout
+        draws other masks for other shapes: equal only without it."""
+        p = self.parts
+        rows = [_rows(c) for c in chunks]
+        n = sum(rows)
+        total = reg = None
+        for i, chunk in enumerate(chunks):
+            model, extra_loss, scope = p.forward_for(self.progress.step, chunk)
+            with p.acc.autocast(), scope():
+                loss, preds, y = p.task.forward(model, chunk)
+                part = loss * (rows[i] / n)
+                if i == 0:
+                    reg = extra_loss()
+                    part = part if reg is None else part + reg
+            p.backward(part / p.t.grad_accum)
+            sums.add(loss, None, preds, y)
+            total = part.detach() if total is None else total + part.detach()
+        analytic = p.method.add_loss_grads(1 / p.t.grad_accum)
+        if analytic is not None:
+            reg = analytic if reg is None else reg.detach() + analytic
+            total = total + analytic
+        if reg is not None:
+            sums.reg += reg.detach().float() * n
+        self.pending.append(total.to(torch.float32, copy=True))
+        return total
+
     def _step(self) -> None:
         """One optimizer step over the accumulated gradients, clipped, with the method's hooks."""
         p, progress = self.parts, self.progress
         if p.t.max_grad_norm:
-            self.pending.append(p.acc.clip_grad_norm_(p.clipped, p.t.max_grad_norm).float())
+            self.pending.append(p.clip(p.t.max_grad_norm).float())
         progress.step += 1
         p.method.before_step(p.optimizer, progress.step)  # after clipping, as the RM-LoRA code masks
         p.optimizer.step()
@@ -421,6 +454,7 @@ def _fill_record(spec: RunSpec, parts: Parts, progress: Progress, record: dict, 
         "eval_s": progress.eval_s,
         "setup_s": setup_s,  # this process's, before its first step (a resumed run's own)
         **_peak_memory(spec.device),
+        **(parts.warmup.finish() if parts.warmup else {}),  # compiled runs: warmup_s (runners/compile_cache.py)
     }
 
 

@@ -20,6 +20,12 @@ epoch's dev evaluation and the runner's checkpoints / record are all inside the 
   runner    `python run.py model=M task=glue/T method=lora method.rank=R seed=S <overrides>` into a
             fresh results dir, once per `--runner-overrides` string (repeatable; "" = the defaults);
             the record's `timing` is kept beside the outer wall time.
+  artifacts with `--reuse-cache`: "cold node, shared artifacts": the first runner variant again with
+            seed+1 on an EMPTY TorchInductor cache dir (always a fresh one, even where the user set
+            TORCHINDUCTOR_CACHE_DIR), its results dir holding a copy of the first variant's
+            `.cache/compile/` (torch's compile-cache artifacts, runners/compile_cache.py; copied before
+            the timer starts, as a sweep finds them in its shared results dir): what a job of a
+            SLURM array on a fresh node pays once an earlier job saved them.
   warm      with `--reuse-cache`: the first runner variant again with seed+1 on the same
             TorchInductor cache dir (compiled artifacts reused from disk).
 Bytecode: every phase runs with PYTHONPYCACHEPREFIX=<work>/pycache (PYTHONDONTWRITEBYTECODE unset), and
@@ -27,8 +33,9 @@ an untimed prime (the baseline for one step) fills it first, so the timed baseli
 bytecode as the runner phases after it do. A pip-installed environment has its .pyc files; the lent GPU
 machine ships torch without them and sets PYTHONDONTWRITEBYTECODE, which there made every phase
 compile its imports again (≈ 7 s of a warm runner phase's 44 s). `--no-bytecode-cache`: as the machine is.
-TorchInductor caches: TORCHINDUCTOR_CACHE_DIR as the user set it (shared by every phase), else a
-fresh `<work>/inductor_cache/v<i>` per runner variant (a cold start each; the warm phase reuses v0).
+TorchInductor caches: TORCHINDUCTOR_CACHE_DIR as the user set it (shared by every phase but the
+artifacts one), else a fresh `<work>/inductor_cache/v<i>` per runner variant (a cold start each; the
+warm phase reuses v0); the artifacts phase always gets an empty `<work>/inductor_cache/artifacts`.
 Output: a table (phase, wall s, train s, samples/s, final dev metric, speed-up = baseline wall /
 phase wall) and a JSON file (rewritten atomically after every phase, so a killed run keeps the phases
 it finished) with device, versions, date and command. `--max-steps` caps the optimizer steps of every
@@ -48,6 +55,7 @@ import datetime as dt
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,6 +268,17 @@ def plan_phases(args, work: Path) -> list[dict]:
         phases.append(
             {
                 **first,
+                "name": f"{first['name']} cold + shared artifacts (seed {args.seed + 1})",
+                "kind": "runner_artifacts",
+                "seed": args.seed + 1,
+                "cache": str(work / "inductor_cache" / "artifacts"),  # empty: a fresh node
+                "results_dir": str(work / "results_v0_artifacts"),
+                "artifacts_from": first["results_dir"],
+            }
+        )
+        phases.append(
+            {
+                **first,
                 "name": f"{first['name']} warm cache (seed {args.seed + 1})",
                 "kind": "runner_warm",
                 "seed": args.seed + 1,
@@ -331,6 +350,15 @@ def run_phase(phase: dict, args, work: Path, timeout: float | None) -> dict:
         cmd = [sys.executable, str(ROOT / "run.py"), *common_overrides(args), f"seed={phase['seed']}"]
         cmd += [f"paths.results_dir={phase['results_dir']}", *phase["overrides"]]
     row = {k: v for k, v in phase.items()}
+    if phase.get("artifacts_from"):  # untimed: a sweep finds them in its results dir
+        source = Path(phase["artifacts_from"], ".cache", "compile")
+        files = sorted(p.name for p in source.glob("*.bin"))
+        if not files:
+            row.update(rc="no_artifacts", wall_s=None, error=f"no compile-cache artifacts in {source}")
+            print(f"   SKIPPED: {row['error']}", flush=True)
+            return row
+        shutil.copytree(source, Path(phase["results_dir"], ".cache", "compile"), dirs_exist_ok=True)
+        row["artifacts"] = files
     row.update(cmd=shlex.join(cmd), log=str(log), cache_files_before=_files(phase.get("cache")))
     print(f"== {phase['name']}\n   {row['cmd']}", flush=True)
     start = time.perf_counter()
@@ -365,6 +393,7 @@ def run_phase(phase: dict, args, work: Path, timeout: float | None) -> dict:
         precision=rec["env"].get("precision"),
         timing=timing,
         record=str(records[0]),
+        compile_cache=rec["env"].get("fast_path", {}).get("compile_cache"),  # loaded / saved, which file
     )
     row["_env"] = rec["env"]
     return row
@@ -408,7 +437,11 @@ def parse(argv):
         default=None,
         help='one runner variant, e.g. "train.compile=false" ("" = defaults); repeatable',
     )
-    p.add_argument("--reuse-cache", action="store_true", help="rerun the first variant (seed+1) on its cache")
+    p.add_argument(
+        "--reuse-cache",
+        action="store_true",
+        help="rerun the first variant (seed+1): on an empty inductor dir with its compile artifacts, then on its cache",
+    )
     p.add_argument(
         "--no-bytecode-cache",
         dest="bytecode_cache",

@@ -104,15 +104,19 @@ def test_plan_reuses_the_first_variants_cache_with_the_next_seed(tmp_path, monke
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     args = mod.parse(["--runner-overrides", "", "--runner-overrides", "train.bf16=false", "--reuse-cache"])
     phases = mod.plan_phases(args, tmp_path)
-    assert [p["kind"] for p in phases] == ["baseline", "runner", "runner", "runner_warm"]
-    _, v0, v1, warm = phases
+    assert [p["kind"] for p in phases] == ["baseline", "runner", "runner", "runner_artifacts", "runner_warm"]
+    _, v0, v1, shared, warm = phases
     assert v0["overrides"] == [] and v1["overrides"] == ["train.bf16=false"]
     assert v0["cache"] != v1["cache"]  # each variant starts cold
     assert warm["cache"] == v0["cache"] and warm["overrides"] == v0["overrides"]
     assert warm["seed"] == v0["seed"] + 1
-    assert len({p["results_dir"] for p in phases[1:]}) == 3  # fresh results dir each
+    # issue 28: a fresh node (its own empty inductor dir) with the first variant's compile artifacts
+    assert shared["cache"] not in (v0["cache"], v1["cache"]) and shared["artifacts_from"] == v0["results_dir"]
+    assert shared["overrides"] == v0["overrides"] and shared["seed"] == warm["seed"]
+    assert len({p["results_dir"] for p in phases[1:]}) == 4  # fresh results dir each
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
-    assert {p["cache"] for p in mod.plan_phases(args, tmp_path)[1:]} == {str(tmp_path / "mine")}
+    caches = [p["cache"] for p in mod.plan_phases(args, tmp_path)[1:]]
+    assert caches.count(str(tmp_path / "mine")) == 3 and caches[2] == shared["cache"]
 
 
 def test_bad_data_dir_is_one_line_before_any_phase(tmp_path):

@@ -29,6 +29,7 @@ TABLE_OF = {
     "loda_table1_e2e": ["loda_table1_e2e"],
     "loda_table2_dart": ["loda_table2_dart"],
     "minilm_glue": ["minilm_glue"],
+    "peft_variants_glue": ["peft_variants_glue"],
 }
 NO_SWEEP = {"glue_smoke", "loda_a1_energy", "loda_a1_energy_smoke"}  # single runs / no training
 
