@@ -23,7 +23,7 @@ run: setup  ## the default experiment: RM-LoRA on the synthetic FNN task (< 60 s
 	$(BIN)/python run.py
 
 test: setup  ## every CPU test, end-to-end runs included (a few minutes)
-	$(BIN)/python -m pytest -q -m "not gpu"
+	$(BIN)/python -m pytest -q -m "not gpu" --durations=25
 
 test-fast: setup  ## the fast unit tests only (plain `pytest` does the same)
 	$(BIN)/python -m pytest -q

@@ -97,10 +97,16 @@ def use_cache_dir(results_dir: str | Path) -> str:
     """
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
+    global _ours
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):  # "" would mean the cwd
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(results_dir).resolve() / ".cache" / "inductor")
+    # "" would mean the cwd; a value an earlier run of this process set is ours, not the user's (runs of
+    # one process with other results dirs: each gets its own)
+    if not current or current == _ours or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        _ours = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(results_dir).resolve() / ".cache" / "inductor")
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+_ours: str | None = None  # the TORCHINDUCTOR_CACHE_DIR use_cache_dir last set
 
 
 def bucketed(collate: Callable, pad_values: Mapping[str, int], multiple: int) -> Callable:

@@ -743,3 +743,15 @@ def test_under_cuda_graphs_an_epochs_smaller_last_batch_runs_eager(
     assert len(rows) == 2 * (11 if mode == "default" else 9)
     curve = lambda r: torch.tensor([h["train_loss"] for h in r["metrics"]["history"]])  # noqa: E731
     torch.testing.assert_close(curve(compiled), curve(eager), rtol=1e-4, atol=1e-5)
+
+
+def test_inductor_cache_dir_follows_each_runs_results_dir_but_keeps_the_users(tmp_path, monkeypatch):
+    """Runs of one process (a sweep worker, a test session) with other results dirs each get their own
+    inductor cache; a TORCHINDUCTOR_CACHE_DIR the user set is never replaced."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(fastpath, "_ours", None)
+    first = fastpath.use_cache_dir(tmp_path / "a")
+    assert first == str((tmp_path / "a" / ".cache" / "inductor").resolve())
+    assert fastpath.use_cache_dir(tmp_path / "b") == str((tmp_path / "b" / ".cache" / "inductor").resolve())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert fastpath.use_cache_dir(tmp_path / "c") == str(tmp_path / "mine")
