@@ -681,7 +681,13 @@ COMPILED_ROWS = [
     ("tiny_deberta", "ft_qv"),
     ("tiny_gpt2", "prefix"),
     ("tiny_gpt2", "loda_plus"),
+    ("tiny_deberta", "peft/dora"),  # PEFT's own LoRA layers (issue 29): DoRA's weight norm inside the layer
+    ("tiny_deberta", "peft/vera"),  # shared frozen buffers across layers
 ]
+# Rows whose layer code Dynamo cannot trace whole: PEFT 0.21's DoRA reads its base weight through
+# peft/utils/integrations.py `dequantize_module_weight` (`type(w).__module__`), a graph break, so parts of
+# each layer run eager (one graph per piece, per layer). Same results, less speed: docs/PERFORMANCE.md.
+GRAPH_BREAKS = {"peft/dora"}
 
 
 @pytest.mark.slow
@@ -707,7 +713,10 @@ def test_every_kind_of_method_trains_compiled_like_eager(model, method, tmp_path
     eager = run(make_cfg(*common, results_dir=tmp_path / "eager"))
     compiled = run(make_cfg(*common, "train.compile=true", results_dir=tmp_path / "compiled"))
     assert compiled["env"]["fast_path"]["compiled"].startswith("2 blocks (")
-    assert 1 <= len(graphs) <= 2, f"{len(graphs)} graphs: a layer recompiled"  # the layer (+ loss terms)
+    if method in GRAPH_BREAKS:
+        assert len(graphs) > 2  # the break is still there: when PEFT removes it, move the row back
+    else:
+        assert 1 <= len(graphs) <= 2, f"{len(graphs)} graphs: a layer recompiled"  # the layer (+ loss terms)
     curve = lambda r: torch.tensor([h["train_loss"] for h in r["metrics"]["history"]])  # noqa: E731
     torch.testing.assert_close(curve(compiled), curve(eager), rtol=1e-4, atol=1e-5)
 
