@@ -206,7 +206,9 @@ class WarmUp:
     """Times compiled steps (module docstring) and saves the artifacts once the warm-up is over: after
     the first compiled step that compiled nothing."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cache: ArtifactCache | None, clock=time.perf_counter):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, cache: ArtifactCache | None, clock=time.perf_counter
+    ):
         self.cache = cache
         self.clock = clock
         self.start: float | None = None  # when the current compiled step began

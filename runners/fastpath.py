@@ -102,7 +102,9 @@ def use_cache_dir(results_dir: str | Path) -> str:
     # "" would mean the cwd; a value an earlier run of this process set is ours, not the user's (runs of
     # one process with other results dirs: each gets its own)
     if not current or current == _ours or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
-        _ours = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(results_dir).resolve() / ".cache" / "inductor")
+        _ours = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(
+            Path(results_dir).resolve() / ".cache" / "inductor"
+        )
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 

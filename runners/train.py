@@ -454,7 +454,9 @@ def _fill_record(spec: RunSpec, parts: Parts, progress: Progress, record: dict, 
         "eval_s": progress.eval_s,
         "setup_s": setup_s,  # this process's, before its first step (a resumed run's own)
         **_peak_memory(spec.device),
-        **(parts.warmup.finish() if parts.warmup else {}),  # compiled runs: warmup_s (runners/compile_cache.py)
+        **(
+            parts.warmup.finish() if parts.warmup else {}
+        ),  # compiled runs: warmup_s (runners/compile_cache.py)
     }
 
 

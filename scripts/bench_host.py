@@ -60,7 +60,9 @@ def parse(argv=None):
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
-    ap.add_argument("--profile", type=int, default=0, help="print cProfile's top N functions of the runner rows")
+    ap.add_argument(
+        "--profile", type=int, default=0, help="print cProfile's top N functions of the runner rows"
+    )
     ap.add_argument("--out", help="write the rows as JSON here")
     return ap.parse_args(argv)
 
@@ -237,8 +239,10 @@ def main(argv=None):
     parts, rows, record = bench_runner(cfg, args, now, sync)
     rows["bare"] = bench_bare(parts, args, now, sync)
     us = {k: v / args.steps * 1e6 for k, v in rows.items()}
-    print(f"\nµs per optimizer step, {args.steps} steps after {args.warmup}; {args.device}, "
-          f"{args.layers} layers × hidden {args.hidden}, {args.method}, {args.task} batch {args.batch_size}")
+    print(
+        f"\nµs per optimizer step, {args.steps} steps after {args.warmup}; {args.device}, "
+        f"{args.layers} layers × hidden {args.hidden}, {args.method}, {args.task} batch {args.batch_size}"
+    )
     print(f"{'row':<12}{'µs/step':>10}{'% runner':>10}")
     for k, v in us.items():
         print(f"{k:<12}{v:>10.0f}{100 * v / us['runner']:>9.1f}%")

@@ -53,8 +53,17 @@ from tasks.sizes import GLUE_TRAIN  # noqa: E402
 # Table 4's epochs (conf/task/glue/*.yaml); dev examples evaluated per epoch (official GLUE dev sizes;
 # MNLI: matched + mismatched).
 EPOCHS = {"cola": 3, "sst2": 3, "mrpc": 5, "stsb": 3, "qqp": 3, "mnli": 3, "qnli": 3, "rte": 3, "wnli": 5}
-DEV = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815 + 9832,
-       "qnli": 5463, "rte": 277, "wnli": 71}
+DEV = {
+    "cola": 1043,
+    "sst2": 872,
+    "mrpc": 408,
+    "stsb": 1500,
+    "qqp": 40430,
+    "mnli": 9815 + 9832,
+    "qnli": 5463,
+    "rte": 277,
+    "wnli": 71,
+}
 # task -> (task config whose data is read, overrides, why)
 STAND_IN = {
     "qnli": ("qnli", ["task.train_split=validation"], "QNLI train TSV absent offline: its dev split trains"),
@@ -105,8 +114,15 @@ def run_args(task: str, arm: str, args) -> tuple[list[str], dict]:
             f"task.epochs={args.epochs_measured}",
         ]
     overrides += args.override
-    info = {"task": task, "arm": arm, "data": data_task, "stand_in": why, "full_steps": steps,
-            "measured_full": measured_full, "compiled_at_full_size": steps >= COMPILE_MIN_STEPS}
+    info = {
+        "task": task,
+        "arm": arm,
+        "data": data_task,
+        "stand_in": why,
+        "full_steps": steps,
+        "measured_full": measured_full,
+        "compiled_at_full_size": steps >= COMPILE_MIN_STEPS,
+    }
     return overrides, info
 
 
@@ -116,8 +132,14 @@ def run_one(task: str, arm: str, args) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // args.jobs)))
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], stdout=f,
-                              stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=args.timeout)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), *overrides],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            timeout=args.timeout,
+        )
     info["proc_wall_s"] = time.perf_counter() - start
     info["returncode"] = proc.returncode
     info["command"] = "python run.py " + " ".join(overrides)
@@ -152,7 +174,9 @@ def extrapolate(info: dict, timing: dict) -> dict:
         first_epoch_extra_s=first_extra,
         outside_s=outside,
         eval_s_per_example=per_example,
-        full_wall_s=outside + first_extra + info["full_steps"] * steady
+        full_wall_s=outside
+        + first_extra
+        + info["full_steps"] * steady
         + full_evals * DEV[info["task"]] * per_example,
     )
     return info
@@ -198,7 +222,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=6, help="runs at a time on the GPU (launcher=pack's n_jobs)")
-    p.add_argument("--cap", type=int, default=1000, help="full runs up to this many steps; longer ones extrapolate")
+    p.add_argument(
+        "--cap", type=int, default=1000, help="full runs up to this many steps; longer ones extrapolate"
+    )
     p.add_argument("--cap-epoch", type=int, default=300, help="steps per measured epoch of a long task")
     p.add_argument("--epochs-measured", type=int, default=2)
     p.add_argument("--tasks", default=",".join(EPOCHS))
@@ -218,8 +244,13 @@ def main(argv=None) -> int:
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda ta: run_one(*ta, args), jobs))
     sweep_wall = time.perf_counter() - start
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": sys.argv[1:],
-           "sweep_wall_s": sweep_wall, "jobs": args.jobs, "runs": runs}
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "argv": sys.argv[1:],
+        "sweep_wall_s": sweep_wall,
+        "jobs": args.jobs,
+        "runs": runs,
+    }
     failed = [f"{r['task']}/{r['arm']}" for r in runs if "full_wall_s" not in r]
     if not failed and set(tasks) == set(EPOCHS):
         out["table1"] = table_cost(runs, sweep_wall)
@@ -228,13 +259,17 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(out, indent=1))
     tmp.replace(args.out)
     for r in runs:
-        print(f"{r['task']:5} {r['arm']:8} wall {r['proc_wall_s']:7.1f} s  "
-              f"steady {r.get('steady_step_ms', float('nan')):7.2f} ms  full {r.get('full_wall_s', float('nan')):9.1f} s"
-              + (f"  ({r['stand_in']})" if r["stand_in"] else ""))
+        print(
+            f"{r['task']:5} {r['arm']:8} wall {r['proc_wall_s']:7.1f} s  "
+            f"steady {r.get('steady_step_ms', float('nan')):7.2f} ms  full {r.get('full_wall_s', float('nan')):9.1f} s"
+            + (f"  ({r['stand_in']})" if r["stand_in"] else "")
+        )
     if "table1" in out:
         t = out["table1"]
-        print(f"Table 1 ({t['runs_in_table']} runs): {t['gpu_hours_packed']:.2f} GPU-hours packed "
-              f"(concurrency {t['measured_concurrency']:.2f}), {t['gpu_hours_one_at_a_time']:.2f} one at a time")
+        print(
+            f"Table 1 ({t['runs_in_table']} runs): {t['gpu_hours_packed']:.2f} GPU-hours packed "
+            f"(concurrency {t['measured_concurrency']:.2f}), {t['gpu_hours_one_at_a_time']:.2f} one at a time"
+        )
     print("failed:", failed or "none")
     return 1 if failed else 0
 

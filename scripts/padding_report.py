@@ -90,7 +90,9 @@ def table(batch_size: int, max_length: int, seed: int) -> str:
         for subset in subsets:
             r = padding(subset, tok, batch_size, max_length, seed)
             shown = " | ".join(f"{100 * r[c]:.0f} %" for c in cols)
-            lines.append(f"| {subset} | {r['split']} ({r['rows']}) | {name} | {r['mean_len']:.1f} | {shown} |")
+            lines.append(
+                f"| {subset} | {r['split']} ({r['rows']}) | {name} | {r['mean_len']:.1f} | {shown} |"
+            )
     lines += [
         "",
         "QNLI's training file is not in ../shared/data offline (MANIFEST.md): its dev file stands in. "

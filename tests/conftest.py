@@ -92,3 +92,28 @@ def stub_inductor(monkeypatch):
         return graphs
 
     return install
+
+
+def tiny_parts(model: str, glue_dir):
+    """(model cfg, head spec, tokenizer, batch of 8 SST-2 sentences, labels) for one tiny model."""
+    import torch
+
+    from models import hf as hf_builder
+    from tasks.glue import Config as GlueConfig
+    from tasks.glue import Glue
+
+    cfg = make_cfg(f"model={model}", "task=glue/sst2")
+    task = Glue(GlueConfig(subset="sst2", data_dir=str(glue_dir), train_split="validation[:64]"))
+    tok = hf_builder.build_tokenizer(cfg.model, task.texts())
+    batch = tok([r["text"][0] for r in task.raw["train"][:8]], padding=True, return_tensors="pt")
+    return cfg.model, task.head, tok, dict(batch), torch.tensor([0, 1] * 4)
+
+
+@pytest.fixture(scope="module")
+def deberta_parts(glue_dir):
+    return tiny_parts("tiny_deberta", glue_dir)
+
+
+@pytest.fixture(scope="module")
+def gpt2_parts(glue_dir):
+    return tiny_parts("tiny_gpt2", glue_dir)

@@ -20,8 +20,6 @@ from core import ConfigError
 from models import hf as hf_builder
 from runners.config import heads_for, typed
 from runners.train import run
-from tasks.glue import Config as GlueConfig
-from tasks.glue import Glue
 from tests.conftest import make_cfg
 
 PLAIN_LORA = ["lora", "r_lora", "gm_lora", "rm_lora", "sora"]
@@ -37,25 +35,6 @@ def plan(total: int) -> Plan:
     return Plan(
         total_steps=total, steps_per_epoch=total, epochs=1, batch_size=8, num_processes=1, train_examples=8
     )
-
-
-def _parts(model: str, glue_dir):
-    """(model cfg, head spec, tokenizer, batch of 8 SST-2 sentences, labels) for one tiny model."""
-    cfg = make_cfg(f"model={model}", "task=glue/sst2")
-    task = Glue(GlueConfig(subset="sst2", data_dir=str(glue_dir), train_split="validation[:64]"))
-    tok = hf_builder.build_tokenizer(cfg.model, task.texts())
-    batch = tok([r["text"][0] for r in task.raw["train"][:8]], padding=True, return_tensors="pt")
-    return cfg.model, task.head, tok, dict(batch), torch.tensor([0, 1] * 4)
-
-
-@pytest.fixture(scope="module")
-def deberta_parts(glue_dir):
-    return _parts("tiny_deberta", glue_dir)
-
-
-@pytest.fixture(scope="module")
-def gpt2_parts(glue_dir):
-    return _parts("tiny_gpt2", glue_dir)
 
 
 @pytest.fixture(params=["tiny_deberta", "tiny_gpt2"])

@@ -23,7 +23,12 @@ from runners.config import ROOT
 from runners.record import save_checked, verify_checked
 from tests.conftest import make_cfg
 
-RESOLVED = {"seed": 0, "train": {"lr": 1e-3}, "model": {"name": "tiny_deberta", "path": "/a"}, "method": {"rank": 8}}
+RESOLVED = {
+    "seed": 0,
+    "train": {"lr": 1e-3},
+    "model": {"name": "tiny_deberta", "path": "/a"},
+    "method": {"rank": 8},
+}
 CPU = torch.device("cpu")
 
 
@@ -31,7 +36,9 @@ def _key(resolved=RESOLVED, mode="default", scope="blocks"):
     return digest(key_parts(resolved, CPU, mode, scope, 32, "fp32"))
 
 
-def test_the_key_changes_with_torch_version_and_compile_settings_not_with_seed_lr_or_weights_path(monkeypatch):
+def test_the_key_changes_with_torch_version_and_compile_settings_not_with_seed_lr_or_weights_path(
+    monkeypatch,
+):
     base = _key()
     assert _key(mode="reduce-overhead") != base
     assert _key(scope="model") != base
@@ -147,7 +154,10 @@ def test_a_compiled_run_records_its_warmup_and_the_cache_and_the_switch_turns_it
     assert state["file"].startswith(str(tmp_path / "on" / ".cache" / "compile"))
     assert on["timing"]["warmup_steps"] >= 1 and on["timing"]["warmup_s"] is not None
     off = run(make_cfg(*common, "train.compile_cache=false", results_dir=tmp_path / "off"))
-    assert "compile_cache" not in off["env"]["fast_path"] and not (tmp_path / "off" / ".cache" / "compile").exists()
+    assert (
+        "compile_cache" not in off["env"]["fast_path"]
+        and not (tmp_path / "off" / ".cache" / "compile").exists()
+    )
     assert off["timing"]["warmup_steps"] >= 1  # the warm-up is recorded either way
     with pytest.raises(ConfigError, match="train.compile_cache must be true or false"):
         run(make_cfg(*common, "train.compile_cache=maybe", results_dir=tmp_path / "bad"))

@@ -32,7 +32,11 @@ def test_split_keeps_every_row_and_pads_each_chunk_to_its_own_longest():
     lengths = [5, 17, 3, 9, 17, 2, 11, 6]
     batch = pad_collate(PADS)(items(lengths))
     chunks = split_by_length(batch, PADS, 3)
-    assert [c["input_ids"].shape for c in chunks] == [(3, 5), (3, 11), (2, 17)]  # sorted: 2 3 5 | 6 9 11 | 17 17
+    assert [c["input_ids"].shape for c in chunks] == [
+        (3, 5),
+        (3, 11),
+        (2, 17),
+    ]  # sorted: 2 3 5 | 6 9 11 | 17 17
     assert sum(c["input_ids"].numel() for c in chunks) == 3 * 5 + 3 * 11 + 2 * 17 < batch["input_ids"].numel()
     # each row of the batch is in exactly one chunk, its real tokens and label unchanged
     got = sorted(

@@ -19,7 +19,7 @@ from core import ConfigError
 from runners.config import heads_for, typed
 from runners.train import run
 from tests.conftest import make_cfg
-from tests.test_baselines import _parts, build, logits, perturb
+from tests.test_baselines import build, logits, perturb
 from tests.test_runner import check_record
 
 # combinations peft 0.21.2 cannot run, found by trying every preset on both tiny models (module docstring)
@@ -33,16 +33,6 @@ def _quiet():
     with warnings.catch_warnings():  # PEFT warns about Conv1D fan_in_fan_out, missing CUDA kernels, ...
         warnings.simplefilter("ignore")
         yield
-
-
-@pytest.fixture(scope="module")
-def deberta_parts(glue_dir):
-    return _parts("tiny_deberta", glue_dir)
-
-
-@pytest.fixture(scope="module")
-def gpt2_parts(glue_dir):
-    return _parts("tiny_gpt2", glue_dir)
 
 
 def method_cfg(method: str, model: str, *over: str):

@@ -24,7 +24,9 @@ def fake(run_id, method, rank, task, seed, evals, *, model="tiny_deberta", statu
         "name": method,
         **({"rank": rank} if rank else {}),
         **(GLUE_PLAIN if method == "lora" else {}),
-        **({"alpha": 32} if method in ("lora", "r_lora", "rm_lora") else {}),  # Table 1's arms (conf/arm/glue/)
+        **(
+            {"alpha": 32} if method in ("lora", "r_lora", "rm_lora") else {}
+        ),  # Table 1's arms (conf/arm/glue/)
     }
     method_cfg.update(extra or {})
     rec = {
