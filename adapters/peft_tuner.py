@@ -134,10 +134,9 @@ class Config:
                 raise ConfigError(
                     f"method.kwargs.{key} is not an argument of {self.tuner}; check peft's docs"
                 )
-        init = str(self.kwargs.get("init_lora_weights", "")).lower()
-        if init.startswith(DATA_INITS):
+        if self.init.startswith(DATA_INITS):
             raise ConfigError(
-                f"{self.tuner} init_lora_weights={init!r} needs a data pass the runner does not do"
+                f"{self.tuner} init_lora_weights={self.init!r} needs a data pass the runner does not do"
             )
         try:  # PEFT's own checks of the arguments, before any model exists
             probe = cls(target_modules=["_"], **self.kwargs)
@@ -158,6 +157,11 @@ class Config:
         from adapters import lora  # the same checks (and messages) as R-/GM-/RM-LoRA's keys
 
         lora.Config(rank=self.rank, **{k: getattr(self, k) for k in MODIFIER_KEYS})
+
+    @property
+    def init(self) -> str:
+        """`init_lora_weights` as a lower-case string ("" when not given)."""
+        return str(self.kwargs.get("init_lora_weights", "")).lower()
 
     @property
     def peft_type(self) -> str:
@@ -230,11 +234,11 @@ def _layer_type(module: nn.Module) -> str:
     return "Conv1D" if Conv1D and isinstance(module, Conv1D) else type(module).__name__
 
 
-def check_layers(cfg: Config, found: dict[str, nn.Module]) -> None:
-    """One line before anything is injected where the tuner cannot act on a target's layer type."""
-    types = Counter(_layer_type(m) for m in found.values())
+def check_layers(cfg: Config, found: dict[str, nn.Module], types: Counter) -> None:
+    """One line before anything is injected where the tuner cannot act on a target's layer type
+    (`types`: the targets' layer types, counted)."""
     refusal = LAYER_REFUSALS.get(cfg.tuner)
-    init = str(cfg.kwargs.get("init_lora_weights", "")).lower()
+    init = cfg.init
     if cfg.tuner == "LoraConfig" and init.startswith("olora"):
         refusal = ("Conv1D", OLORA_CONV1D)
     if refusal and refusal[0] in types:
@@ -256,17 +260,17 @@ def apply(
     peft = _peft()
     found = match_modules(model, targets, "target")
     head_modules = sorted(match_modules(model, heads, "head"))
-    check_layers(cfg, found)
+    types = Counter(_layer_type(m) for m in found.values())
+    check_layers(cfg, found, types)
     cls = tuner_class(cfg.tuner)
     kwargs = dict(cfg.kwargs)
-    conv = any(_layer_type(m) == "Conv1D" for m in found.values())
-    if conv and "fan_in_fan_out" in {f.name for f in dataclasses.fields(cls)}:
+    if "Conv1D" in types and "fan_in_fan_out" in {f.name for f in dataclasses.fields(cls)}:
         kwargs.setdefault("fan_in_fan_out", True)  # GPT-2's Conv1D stores W as (d_in, d_out)
     config = cls(target_modules=sorted(found), modules_to_save=head_modules or None, **kwargs)
     try:
         peft_model = peft.get_peft_model(model, config)
     except (TypeError, ValueError) as e:  # PEFT's refusal of a layer type, or of an argument on this model
-        kinds = ", ".join(sorted({_layer_type(m) for m in found.values()}))
+        kinds = ", ".join(sorted(types))
         raise ConfigError(
             f"{cfg.tuner} cannot adapt this model's {kinds} targets: {str(e).splitlines()[0]}"
         ) from e
@@ -283,7 +287,8 @@ def apply(
             if ADAPTER in getattr(layer, "lora_A", {}) and isinstance(layer.lora_A[ADAPTER], nn.Linear):
                 lowrank[name] = LoraFactors(layer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    head = sum(p.numel() for n, p in model.named_parameters() if n in set(head_names))
+    head_set = set(head_names)
+    head = sum(p.numel() for n, p in model.named_parameters() if n in head_set)
     method = Method(
         name=cfg.name,
         model=model,
@@ -299,10 +304,10 @@ def apply(
         "peft_type": cfg.peft_type,
         "kwargs": dict(cfg.kwargs),
         "peft_version": peft.__version__,
-        "layer_types": dict(Counter(_layer_type(m) for m in found.values())),
+        "layer_types": dict(types),
         "modules": len(found),
     }
-    if str(cfg.kwargs.get("init_lora_weights", "")).lower().startswith(MUTATING_INITS):
+    if cfg.init.startswith(MUTATING_INITS):
         described["export"] = (  # PEFT's save_pretrained holds the factors, not the residual base
             "the exported factors apply to the residual base W_res = W - s·B0 A0, not to the original "
             "model (PEFT's save_pretrained(path_initial_model_for_weight_conversion=...) would convert them)"

@@ -102,7 +102,7 @@ class Parts:
         if self.compiled is None or step < 1:
             return self.model, self.method.autograd_loss, nullcontext
         forward, loss_terms, scope = self.compiled
-        if self.cudagraphs and _rows(batch) < self.t.batch_size // self.acc.num_processes:
+        if self.cudagraphs and batch_rows(batch) < self.t.batch_size // self.acc.num_processes:
             return self.model, loss_terms, nullcontext
         return forward, loss_terms, scope
 
@@ -330,6 +330,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rows(batch: dict) -> int:
+def batch_rows(batch: dict) -> int:
     """The number of examples in a batch (its first tensor's leading size)."""
     return next(v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.ndim)

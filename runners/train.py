@@ -40,7 +40,7 @@ from runners.checkpoint import acc_state_to as acc_state_to  # noqa: F401  (its 
 from runners.checks import check_finite, check_run_config, unchanged
 from runners.config import TRAIN_KEYS, TrainConfig, lookup, run_ids, typed
 from runners.logging import build as build_logger
-from runners.parts import Parts, RunSpec, _rows, build
+from runners.parts import Parts, RunSpec, batch_rows, build
 from runners.parts import linear_schedule as linear_schedule  # noqa: F401  (its old home)
 from runners.record import environment
 from runners.state import EpochSums, Progress, RunStopped
@@ -286,48 +286,32 @@ class _Loop:
 
     def _forward_backward(self, batch: dict | list[dict], sums: EpochSums) -> torch.Tensor:
         """One batch's loss, its gradients added to the accumulated ones; returns its total loss.
-        A list is one batch as micro-batches of similar length (`train.length_chunks`)."""
-        if isinstance(batch, list):
-            return self._chunks_forward_backward(batch, sums)
-        p = self.parts
-        model, extra_loss, scope = p.forward_for(self.progress.step, batch)
-        if p.cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with p.acc.autocast(), scope():
-            loss, preds, y = p.task.forward(model, batch)
-            reg = extra_loss()
-            total = loss if reg is None else loss + reg
-        p.backward(total / p.t.grad_accum)
-        analytic = p.method.add_loss_grads(1 / p.t.grad_accum)  # terms whose gradient is closed-form
-        if analytic is not None:
-            reg = analytic if reg is None else reg.detach() + analytic
-            total = total.detach() + analytic
-        sums.add(loss, reg, preds, y)
-        self.pending.append(total.detach().to(torch.float32, copy=True))
-        return total
 
-    def _chunks_forward_backward(self, chunks: list[dict], sums: EpochSums) -> torch.Tensor:
-        """`_forward_backward` of one batch given as micro-batches (tasks/batching.py `split_by_length`):
-        each one's loss, a mean over its rows, weighted by its share of the batch's rows, and the
-        method's loss terms counted once (with the first), so the gradients sum to the whole batch's
-        and the returned loss is its mean, to float tolerance (tests/test_length_chunks.py). Dropout
-        draws other masks for other shapes: equal only without it."""
+        A list is one batch as micro-batches of similar length (`train.length_chunks`, tasks/batching.py
+        `split_by_length`): each one's loss, a mean over its rows, is weighted by its share of the batch's
+        rows and the method's loss terms count once (with the first), so the gradients sum to the whole
+        batch's and the returned loss is its mean, to float tolerance (tests/test_length_chunks.py).
+        Dropout draws other masks for other shapes: equal only without it."""
         p = self.parts
-        rows = [_rows(c) for c in chunks]
-        n = sum(rows)
+        chunks = batch if isinstance(batch, list) else [batch]
+        rows = [batch_rows(c) for c in chunks] if len(chunks) > 1 else None
         total = reg = None
+        n = 0
         for i, chunk in enumerate(chunks):
             model, extra_loss, scope = p.forward_for(self.progress.step, chunk)
+            if p.cudagraphs:  # (one chunk: length_chunks is refused under CUDA graphs)
+                torch.compiler.cudagraph_mark_step_begin()
             with p.acc.autocast(), scope():
                 loss, preds, y = p.task.forward(model, chunk)
-                part = loss * (rows[i] / n)
+                part = loss if rows is None else loss * (rows[i] / sum(rows))
                 if i == 0:
                     reg = extra_loss()
                     part = part if reg is None else part + reg
             p.backward(part / p.t.grad_accum)
             sums.add(loss, None, preds, y)
+            n += len(y)
             total = part.detach() if total is None else total + part.detach()
-        analytic = p.method.add_loss_grads(1 / p.t.grad_accum)
+        analytic = p.method.add_loss_grads(1 / p.t.grad_accum)  # terms whose gradient is closed-form
         if analytic is not None:
             reg = analytic if reg is None else reg.detach() + analytic
             total = total + analytic
