@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 
+from core import atomic_write  # noqa: E402
 from runners.config import CONF, register_resolvers  # noqa: E402
 
 PARTS = ("data", "to_device", "forward", "backward", "hooks", "clip", "optimizer", "scheduler")
@@ -256,7 +257,8 @@ def main(argv=None):
             "us_per_step": us,
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         }
-        Path(args.out).write_text(json.dumps(info, indent=1) + "\n")
+        text = json.dumps(info, indent=1) + "\n"
+        atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text))
     return us
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core import atomic_write  # noqa: E402
 from tasks.sizes import GLUE_TRAIN  # noqa: E402
 
 # Table 4's epochs (conf/task/glue/*.yaml); dev examples evaluated per epoch (official GLUE dev sizes;
@@ -255,9 +256,8 @@ def main(argv=None) -> int:
     if not failed and set(tasks) == set(EPOCHS):
         out["table1"] = table_cost(runs, sweep_wall)
     out["failed"] = failed
-    tmp = Path(args.out + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(args.out)
+    text = json.dumps(out, indent=1)
+    atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text))
     for r in runs:
         print(
             f"{r['task']:5} {r['arm']:8} wall {r['proc_wall_s']:7.1f} s  "
