@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 
 from core import read_json
 from runners.config import CONF, ROOT, run_ids
+from runners.store import RunStore
 from runners.sweep import expand
 
 PLAN_KEYS = ("plan", "+plan", "++plan")
@@ -213,6 +214,8 @@ def _row(i: int, job: list[str], ctx: _Context) -> tuple[tuple, list[str], str |
     out = ctx.checked[group_id]
     rec = read_json(ctx.runs / f"{run_id}.json") or {}
     status = rec.get("status") or "todo"
+    if status == "success" and not RunStore(ctx.runs.parent, run_id).success():
+        status = "weights missing"  # as the runner decides: a success whose weights file is gone retrains
     if status == "success" and not resolved.get("force"):
         row = (i, "done", run_id, (rec.get("timing") or {}).get("wall_s"), "measured",
                (rec.get("env") or {}).get("device_type", "?"), job, "")  # fmt: skip

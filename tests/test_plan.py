@@ -48,8 +48,13 @@ def test_plan_marks_done_and_estimates_from_the_same_cell(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     rec = {"run_id": run_id, "group_id": group_id, "status": "success", "model": "tiny_deberta",
-           "method": "lora", "config": resolved, "timing": {"wall_s": 1800.0}, "env": {"device_type": "cuda"}}  # fmt: skip
+           "method": "lora", "config": resolved, "timing": {"wall_s": 1800.0}, "env": {"device_type": "cuda"},
+           "weights": str(tmp_path / "adapter.safetensors")}  # fmt: skip
     (runs / f"{run_id}.json").write_text(json.dumps(rec))
+    # the runner retrains a success whose weights file is gone (records copied without weights): so does plan
+    missing = [line for line in plan(base).splitlines() if run_id in line]
+    assert len(missing) == 1 and "todo (weights missing)" in missing[0]
+    (tmp_path / "adapter.safetensors").write_bytes(b"w")
     text = plan(base)
     lines = [line for line in text.splitlines() if "seed=" in line and line.strip()[0].isdigit()]
     assert len(lines) == 3
