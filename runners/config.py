@@ -86,7 +86,7 @@ class TrainConfig:
     )
     compile_mode: str = "reduce-overhead"
     compile_scope: str = "blocks"  # blocks: the repeated layers (one compile for all) | model
-    compile_min_steps: int = 1000  # compile=auto compiles runs of at least this many optimizer steps
+    compile_min_steps: int = 800  # compile=auto compiles runs of at least this many optimizer steps
     compile_cache: bool = True  # compiled runs share torch's cache artifacts (runners/compile_cache.py)
     pad_to_multiple_of: int | str | None = "auto"  # auto: 32 when compiling, else exact dynamic padding
     fused_optimizer: bool | str = "auto"  # fused AdamW kernel; auto: CUDA

@@ -41,7 +41,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from core import read_json
-from runners.config import CONF, ROOT, run_ids
+from runners.config import CONF, ROOT, TrainConfig, run_ids
 from runners.store import RunStore
 from runners.sweep import expand
 
@@ -130,7 +130,8 @@ def table_estimate(resolved: dict, steps: int, table: list[dict]) -> tuple[float
     compile_ = train.get("compile", "auto")
     path = (
         "compiled"
-        if compile_ is True or (compile_ == "auto" and steps >= train.get("compile_min_steps", 1000))
+        if compile_ is True
+        or (compile_ == "auto" and steps >= train.get("compile_min_steps", TrainConfig.compile_min_steps))
         else "eager"
     )
     mine = [r for r in table if r["model"] == model]

@@ -25,8 +25,9 @@ What is measured and what is extrapolated (the JSON says which, per run):
   QQP's on STS-B's (closest lengths of the pairs held), with MNLI's / QQP's sizes and dev sizes.
 - Table 1 has 11 arms × 9 tasks × 3 seeds = 297 runs. The other arms are costed from these two:
   R-LoRA as RM-LoRA (the same regularizer; the mask costs ≈ nothing: docs/PERFORMANCE.md), LoRA
-  r=4 / RM-LoRA r=4 as r=8, and Full FT, AdaLoRA and SoRA as LoRA times their step-time ratio in
-  docs/bench/step_times.csv where it has one (else LoRA's, said so in `assumptions`).
+  r=4 / RM-LoRA r=4 as r=8, Full FT as LoRA (an underestimate: `OTHER_ARMS`), AdaLoRA and SoRA as
+  LoRA times their step-time ratio in docs/bench/step_times.csv where it has one (else LoRA's, said
+  so in `assumptions`).
 - GPU-hours under `launcher=pack` = Σ(every run's wall) / the mean number of runs that shared the
   GPU here (Σ measured walls / the measured sweep wall).
 """
@@ -49,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core import atomic_write  # noqa: E402
+from runners.config import TrainConfig  # noqa: E402
 from tasks.sizes import GLUE_TRAIN  # noqa: E402
 
 # Table 4's epochs (conf/task/glue/*.yaml); dev examples evaluated per epoch (official GLUE dev sizes;
@@ -73,14 +75,17 @@ STAND_IN = {
 }
 ARMS = {"lora": "glue/lora_r8", "rm_lora": "glue/rm_lora_r8"}
 BATCH = 32
-COMPILE_MIN_STEPS = 1000  # train.compile_min_steps: compile=auto compiles runs this long
+COMPILE_MIN_STEPS = TrainConfig.compile_min_steps  # compile=auto compiles runs this long
 # Table 1's other arms, costed from the two measured (see the module docstring)
 OTHER_ARMS = {
     "glue/lora_r4": ("lora", None),
     "glue/r_lora_r4": ("rm_lora", None),
     "glue/rm_lora_r4": ("rm_lora", None),
     "glue/r_lora_r8": ("rm_lora", None),
-    "ft": ("lora", "full_ft"),
+    # no compiled Full FT step time is measured: LoRA's, an underestimate (FT also computes the frozen
+    # weights' gradients, about 1.5x LoRA's FLOPs per step); the eager ratio in step_times.csv (0.71,
+    # host-bound dispatch) does not hold on the compiled path these runs take
+    "ft": ("lora", None),
     "adalora_8to4": ("lora", "adalora"),
     "adalora_16to8": ("lora", "adalora"),
     "sora_r8": ("lora", "sora"),
@@ -194,7 +199,7 @@ def table_cost(runs: list[dict], sweep_wall: float) -> dict:
     ok = [r for r in runs if "full_wall_s" in r]
     concurrency = sum(r["proc_wall_s"] for r in ok) / sweep_wall
     by = {(r["task"], r["arm"]): r["full_wall_s"] for r in ok}
-    ratios, assumptions = step_ratios(), []
+    ratios, assumptions = step_ratios(), ["ft: LoRA's time (an underestimate, see OTHER_ARMS)"]
     total = 0.0
     for task in EPOCHS:
         for arm in ARMS:
