@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 
 from core import read_json
 from runners.config import CONF, ROOT, TrainConfig, run_ids
-from runners.store import RunStore
+from runners.store import has_weights
 from runners.sweep import expand
 
 PLAN_KEYS = ("plan", "+plan", "++plan")
@@ -215,7 +215,7 @@ def _row(i: int, job: list[str], ctx: _Context) -> tuple[tuple, list[str], str |
     out = ctx.checked[group_id]
     rec = read_json(ctx.runs / f"{run_id}.json") or {}
     status = rec.get("status") or "todo"
-    if status == "success" and not RunStore(ctx.runs.parent, run_id).success():
+    if status == "success" and not has_weights(rec):
         status = "weights missing"  # as the runner decides: a success whose weights file is gone retrains
     if status == "success" and not resolved.get("force"):
         row = (i, "done", run_id, (rec.get("timing") or {}).get("wall_s"), "measured",

@@ -68,6 +68,13 @@ def _warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
+def has_weights(rec: dict) -> bool:
+    """Whether a record's weights file exists: a success without it is not done (the runner retrains it;
+    `plan=true` says so)."""
+    weights = rec.get("weights")
+    return bool(weights) and Path(weights).is_file()
+
+
 class RunStore:
     def __init__(self, results_dir: Path, run_id: str):
         self.runs = Path(results_dir) / "runs"
@@ -102,10 +109,7 @@ class RunStore:
     def success(self) -> dict | None:
         """The published success record, if its weights file still exists."""
         rec = read_json(self.record_path)
-        if not rec or rec.get("status") != "success":
-            return None
-        weights = rec.get("weights")
-        return rec if weights and Path(weights).is_file() else None
+        return rec if rec and rec.get("status") == "success" and has_weights(rec) else None
 
     def restore_record(self) -> None:
         """A published record that exists but does not parse (truncated by a full disk or a crash) is
@@ -117,11 +121,7 @@ class RunStore:
         copies = [(a, rec) for a, rec in copies if rec and rec.get("run_id") == self.run_id]
         # a success whose weights are there first (an attempt's record is also kept after a failed
         # forced rerun, beside the success it did not replace), else the newest whole copy
-        done = [
-            (a, r)
-            for a, r in copies
-            if r.get("status") == "success" and Path(r.get("weights") or "").is_file()
-        ]
+        done = [(a, r) for a, r in copies if r.get("status") == "success" and has_weights(r)]
         if done or copies:
             attempt, rec = (done or copies)[0]
             write_json(self.record_path, rec)

@@ -7,10 +7,12 @@ import json
 import math
 import re
 import statistics
+import tarfile
 
 import pytest
 from scipy import stats
 
+from runners.config import ROOT
 from scripts import make_tables as mt
 from scripts.paper_numbers import RM_TABLE1, TABLES
 
@@ -315,10 +317,6 @@ def test_every_record_read_and_not_used_is_listed_with_its_reason(tmp_path, caps
 def test_committed_minilm_table_is_what_its_committed_records_give(tmp_path):
     """docs/results/minilm_glue: the table in git is `make tables` over the records in git, byte for byte
     (a record or table edited by hand, or a table builder that changed what it computes, fails here)."""
-    import tarfile
-
-    from runners.config import ROOT
-
     folder = ROOT / "docs" / "results" / "minilm_glue"
     with tarfile.open(folder / "records.tgz") as tar:
         tar.extractall(tmp_path, filter="data")
